@@ -1,0 +1,226 @@
+"""Trained embeddings: scoring, prediction, neighbours, atomic save and load."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+
+import numpy as np
+
+from .kernels.metrics import METRIC_KERNELS
+from .kernels.registry import get_model
+
+log = logging.getLogger("kgnum")
+
+FORMAT_VERSION = 1
+_TABLES = ("entity", "relation", "entity_state", "relation_state")
+
+
+class Embeddings:
+    """Entity and relation tables of a trained model.
+
+    entity (n_entities, dim) float32, relation (n_relations, relation_dim)
+    float32; entity_state / relation_state (n_rows,) float32 are the Adagrad
+    accumulators kept for resuming. ``config`` is the TrainConfig as a dict.
+    """
+
+    def __init__(self, model: str, entity: np.ndarray, relation: np.ndarray, config: dict,
+                 entity_names=None, relation_names=None, entity_state=None, relation_state=None,
+                 train_stats: dict | None = None):
+        self.score_function = get_model(model)
+        self.model = self.score_function.name
+        self.entity = np.ascontiguousarray(entity, dtype=np.float32)
+        self.relation = np.ascontiguousarray(relation, dtype=np.float32)
+        self.config = dict(config)
+        n_e, n_r = self.entity.shape[0], self.relation.shape[0]
+        self.entity_names = np.asarray(entity_names if entity_names is not None else [f"e{i}" for i in range(n_e)], dtype=object)
+        self.relation_names = np.asarray(relation_names if relation_names is not None else [f"r{i}" for i in range(n_r)], dtype=object)
+        self.entity_state = entity_state if entity_state is not None else np.zeros(n_e, np.float32)
+        self.relation_state = relation_state if relation_state is not None else np.zeros(n_r, np.float32)
+        self.train_stats = dict(train_stats or {})
+        self._entity_index = None
+        self._relation_index = None
+
+    # -- basic facts ---------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.entity.shape[1]
+
+    @property
+    def gamma(self) -> float:
+        return float(self.config.get("gamma", 12.0))
+
+    @property
+    def n_entities(self) -> int:
+        return self.entity.shape[0]
+
+    def __repr__(self):
+        return (f"Embeddings({self.model}, dim={self.dim}, entities={self.n_entities}, "
+                f"relations={self.relation.shape[0]})")
+
+    # -- ids -----------------------------------------------------------------
+    def entity_id(self, entity) -> int:
+        return self._lookup(entity, "entity")
+
+    def relation_id(self, relation) -> int:
+        return self._lookup(relation, "relation")
+
+    def _lookup(self, key, kind: str) -> int:
+        names = self.entity_names if kind == "entity" else self.relation_names
+        if isinstance(key, (int, np.integer)):
+            if not 0 <= key < len(names):
+                raise ValueError(f"{kind} id {key} out of range [0, {len(names)})")
+            return int(key)
+        attr = f"_{kind}_index"
+        if getattr(self, attr) is None:
+            setattr(self, attr, {str(n): i for i, n in enumerate(names)})
+        try:
+            return getattr(self, attr)[str(key)]
+        except KeyError:
+            raise ValueError(f"unknown {kind} {key!r}") from None
+
+    # -- scoring -------------------------------------------------------------
+    def score(self, heads, relations, tails) -> np.ndarray:
+        """Scores (n,) float32 of triples given as id arrays (n,) (higher = more plausible)."""
+        h = self.entity[np.asarray(heads)]
+        r = self.relation[np.asarray(relations)]
+        t = self.entity[np.asarray(tails)]
+        return self.score_function.score(h.astype(np.float64), r.astype(np.float64),
+                                         t.astype(np.float64), self.gamma).astype(np.float32)
+
+    def score_candidates(self, anchor_ids, relation_ids, predict_head: bool) -> np.ndarray:
+        """Scores (B, n_entities) float32 of every entity as the missing side.
+
+        anchor_ids (B,) int: heads when predicting tails, tails when predicting heads.
+        """
+        sf = self.score_function
+        anchors = self.entity[np.asarray(anchor_ids)]
+        rels = self.relation[np.asarray(relation_ids)]
+        if sf.metric == "pair":
+            return self._score_candidates_pairwise(anchors, rels, predict_head)
+        query = sf.query(anchors, rels, anchors, bool(predict_head))
+        out = np.empty((query.shape[0], self.n_entities), dtype=np.float32)
+        METRIC_KERNELS[sf.metric][0](query, self.entity, np.float32(self.gamma), out)
+        return out
+
+    def _score_candidates_pairwise(self, anchors, rels, predict_head):
+        sf = self.score_function
+        out = np.empty((anchors.shape[0], self.n_entities), dtype=np.float32)
+        ent = self.entity[None, :, :]
+        for i in range(anchors.shape[0]):
+            a, r = anchors[i][None, None, :], rels[i][None, None, :]
+            out[i] = sf.score(ent, r, a, self.gamma)[0] if predict_head else sf.score(a, r, ent, self.gamma)[0]
+        return out
+
+    def predict_tail(self, head, relation, k: int = 10) -> list[tuple[str, float]]:
+        """Top-k tails for (head, relation) as [(entity name, score)], best first."""
+        row = self.score_candidates([self.entity_id(head)], [self.relation_id(relation)], False)[0]
+        return self._top(row, k)
+
+    def predict_head(self, relation, tail, k: int = 10) -> list[tuple[str, float]]:
+        """Top-k heads for (relation, tail) as [(entity name, score)], best first."""
+        row = self.score_candidates([self.entity_id(tail)], [self.relation_id(relation)], True)[0]
+        return self._top(row, k)
+
+    def similar(self, entity, k: int = 10) -> list[tuple[str, float]]:
+        """The k entities with the highest cosine similarity to ``entity`` (itself excluded)."""
+        idx = self.entity_id(entity)
+        norms = np.linalg.norm(self.entity, axis=1) + 1e-12
+        sims = (self.entity @ self.entity[idx]) / (norms * norms[idx])
+        sims[idx] = -np.inf
+        return self._top(sims, k)
+
+    def _top(self, row: np.ndarray, k: int):
+        k = min(k, row.shape[0])
+        top = np.argpartition(-row, k - 1)[:k]
+        top = top[np.argsort(-row[top], kind="stable")]
+        return [(str(self.entity_names[i]), float(row[i])) for i in top]
+
+    # -- persistence ---------------------------------------------------------
+    def save(self, path: str) -> str:
+        """Write the model to directory ``path`` atomically.
+
+        Everything goes to a temporary sibling directory first, which then
+        replaces ``path`` by rename, so a crash never leaves a half-written
+        model and the previous one stays loadable until the switch.
+        """
+        path = os.path.abspath(path)
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+        try:
+            for name in _TABLES:
+                np.save(os.path.join(tmp, f"{name}.npy"), getattr(self, name))
+            _write_lines(os.path.join(tmp, "entities.tsv"), self.entity_names)
+            _write_lines(os.path.join(tmp, "relations.tsv"), self.relation_names)
+            meta = {"format_version": FORMAT_VERSION, "model": self.model, "dim": self.dim,
+                    "n_entities": self.n_entities, "n_relations": int(self.relation.shape[0]),
+                    "config": self.config, "train_stats": self.train_stats}
+            with open(os.path.join(tmp, "config.json"), "w") as f:
+                json.dump(meta, f, indent=2, default=_json_default)
+                f.flush()
+                os.fsync(f.fileno())
+            _swap_into_place(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _write_lines(path, names):
+    with open(path, "w", encoding="utf-8") as f:
+        for i, name in enumerate(names):
+            f.write(f"{i}\t{name}\n")
+
+
+def _swap_into_place(tmp: str, path: str) -> None:
+    if not os.path.exists(path):
+        os.rename(tmp, path)
+        return
+    old = f"{path}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load(path: str) -> Embeddings:
+    """Load a model saved by ``Embeddings.save`` (or by ``kgnum train --save``)."""
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        # a crash between the two renames of a save leaves only the previous copy
+        parent, base = os.path.split(path)
+        olds = sorted(n for n in os.listdir(parent) if n.startswith(base + ".old-")) if os.path.isdir(parent) else []
+        if not olds:
+            raise FileNotFoundError(f"no saved model at {path}")
+        log.warning("%s missing; loading the previous copy %s", path, olds[-1])
+        path = os.path.join(parent, olds[-1])
+    config_path = os.path.join(path, "config.json")
+    try:
+        with open(config_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{config_path}: missing; {path} is not a saved kgnum model") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+    tables = {}
+    for name in _TABLES:
+        file = os.path.join(path, f"{name}.npy")
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"{file}: missing from saved model")
+        tables[name] = np.load(file)
+    names = {}
+    for kind in ("entities", "relations"):
+        with open(os.path.join(path, f"{kind}.tsv"), encoding="utf-8") as f:
+            names[kind] = [line.rstrip("\n").split("\t", 1)[1] for line in f if line.strip()]
+    return Embeddings(meta["model"], tables["entity"], tables["relation"], meta["config"],
+                      names["entities"], names["relations"], tables["entity_state"],
+                      tables["relation_state"], meta.get("train_stats"))

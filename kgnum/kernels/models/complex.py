@@ -1,0 +1,66 @@
+"""ComplEx: g(h, r, t) = Re(sum_k h_k r_k conj(t_k)); rows are [real | imaginary]."""
+import numba
+import numpy as np
+
+from ..registry import ScoreFunction, register
+
+
+def _c(x):
+    half = x.shape[-1] // 2
+    return x[..., :half] + 1j * x[..., half:]
+
+
+def _r(z):
+    return np.concatenate([z.real, z.imag], axis=-1)
+
+
+def score(h, r, t, gamma):
+    return np.real((_c(h) * _c(r) * np.conj(_c(t))).sum(axis=-1))
+
+
+def grad(h, r, t, gamma):
+    # dRe(a*z)/d(a_re, a_im) = (z_re, -z_im)
+    hc, rc, tc = _c(h), _c(r), _c(t)
+    gh = rc * np.conj(tc)
+    gr = hc * np.conj(tc)
+    gt_conj = hc * rc  # score = Re(conj(t) * hr) -> d/dt_re = hr_re, d/dt_im = hr_im
+    return _r(np.conj(gh)), _r(np.conj(gr)), _r(gt_conj)
+
+
+@numba.njit(cache=True, fastmath=True)
+def query(H, R, T, predict_head):
+    half = H.shape[1] // 2
+    Q = np.empty_like(H)
+    r_re, r_im = R[:, :half], R[:, half:]
+    if predict_head:
+        t_re, t_im = T[:, :half], T[:, half:]
+        Q[:, :half] = r_re * t_re + r_im * t_im
+        Q[:, half:] = r_re * t_im - r_im * t_re
+    else:
+        h_re, h_im = H[:, :half], H[:, half:]
+        Q[:, :half] = h_re * r_re - h_im * r_im
+        Q[:, half:] = h_re * r_im + h_im * r_re
+    return Q
+
+
+@numba.njit(cache=True, fastmath=True)
+def query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
+    half = H.shape[1] // 2
+    g_re, g_im = gQ[:, :half], gQ[:, half:]
+    r_re, r_im = R[:, :half], R[:, half:]
+    if predict_head:
+        t_re, t_im = T[:, :half], T[:, half:]
+        gR[:, :half] += g_re * t_re + g_im * t_im
+        gR[:, half:] += g_re * t_im - g_im * t_re
+        gT[:, :half] += g_re * r_re - g_im * r_im
+        gT[:, half:] += g_re * r_im + g_im * r_re
+    else:
+        h_re, h_im = H[:, :half], H[:, half:]
+        gH[:, :half] += g_re * r_re + g_im * r_im
+        gH[:, half:] += g_im * r_re - g_re * r_im
+        gR[:, :half] += g_re * h_re + g_im * h_im
+        gR[:, half:] += g_im * h_re - g_re * h_im
+
+
+register(ScoreFunction("ComplEx", "dot", score, grad, relation_dim=lambda d: d,
+                       query=query, query_backward=query_backward, even_dim=True))

@@ -1,0 +1,54 @@
+"""RESCAL: g(h, r, t) = h^T M_r t with a dense dim x dim matrix per relation."""
+import numba
+import numpy as np
+
+from ..registry import ScoreFunction, register
+
+
+def _mat(r, d):
+    return r.reshape(r.shape[:-1] + (d, d))
+
+
+def score(h, r, t, gamma):
+    d = h.shape[-1]
+    return np.einsum("...a,...ab,...b->...", h, _mat(r, d), t)
+
+
+def grad(h, r, t, gamma):
+    d = h.shape[-1]
+    M = _mat(r, d)
+    gh = np.einsum("...ab,...b->...a", M, t)
+    gt = np.einsum("...a,...ab->...b", h, M)
+    gr = (h[..., :, None] * t[..., None, :]).reshape(np.broadcast_shapes(h.shape, t.shape)[:-1] + (d * d,))
+    return gh, gr, gt
+
+
+@numba.njit(cache=True, fastmath=True)
+def query(H, R, T, predict_head):
+    n, d = H.shape
+    Q = np.empty_like(H)
+    for i in range(n):
+        M = R[i].reshape((d, d))
+        if predict_head:
+            Q[i] = np.dot(M, T[i])
+        else:
+            Q[i] = np.dot(H[i], M)
+    return Q
+
+
+@numba.njit(cache=True, fastmath=True)
+def query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
+    n, d = H.shape
+    for i in range(n):
+        M = R[i].reshape((d, d))
+        gM = gR[i].reshape((d, d))
+        if predict_head:
+            gT[i] += np.dot(gQ[i], M)
+            gM += np.outer(gQ[i], T[i])
+        else:
+            gH[i] += np.dot(M, gQ[i])
+            gM += np.outer(H[i], gQ[i])
+
+
+register(ScoreFunction("RESCAL", "dot", score, grad, relation_dim=lambda d: d * d,
+                       query=query, query_backward=query_backward))

@@ -1,0 +1,31 @@
+"""Sparse row-wise Adagrad (DGL-KE's): one accumulator per row, touching only used rows.
+
+state[row] += mean(g_row ** 2) for every occurrence first, then each
+occurrence moves its row by -lr * g / sqrt(state[row]). A row used twice in a
+step therefore sees both gradients and the accumulated state of both, as with
+an index-add of the whole step.
+"""
+import math
+
+import numba
+
+
+@numba.njit(cache=True, fastmath=True)
+def adagrad_accumulate(state, rows, grads):
+    """state (n_rows,) float32 += mean over dim of grads**2 at rows (m,) int; grads (m, dim)."""
+    dim = grads.shape[1]
+    for i in range(rows.shape[0]):
+        acc = 0.0
+        for k in range(dim):
+            acc += grads[i, k] * grads[i, k]
+        state[rows[i]] += acc / dim
+
+
+@numba.njit(cache=True, fastmath=True)
+def adagrad_apply(table, state, rows, grads, lr):
+    """table (n_rows, dim) float32 -= lr * grads / (sqrt(state[rows]) + 1e-10), in place."""
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        step = lr / (math.sqrt(state[row]) + 1e-10)
+        for k in range(grads.shape[1]):
+            table[row, k] -= step * grads[i, k]
