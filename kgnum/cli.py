@@ -1,0 +1,223 @@
+"""Command line: ``kgnum train | eval | predict | similar`` with DGL-KE-like flags."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import sys
+import time
+
+from .config import TrainConfig
+from .presets import PRESETS, preset_values
+
+log = logging.getLogger("kgnum")
+
+
+def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--dataset", help="built-in name (FB15k, FB15k-237, wn18, wn18rr, synthetic, or a folder "
+                                     "under $KGNUM_DATA_DIR such as umls), matched case-insensitively")
+    g.add_argument("--data-path", help="directory holding train/valid/test files")
+    p.add_argument("--format", choices=["tsv", "raw_udd_hrt", "udd_hrt"], default=None,
+                   help="file format of --data-path (default tsv)")
+    p.add_argument("--unseen", choices=["error", "skip"], default="error",
+                   help="valid/test triples whose entity or relation is not in train: stop with an "
+                        "error (default) or drop them with a count in the log")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kgnum", description="Fast knowledge-graph embeddings.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train embeddings, then evaluate",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _data_args(t)
+    d = TrainConfig()
+    t.add_argument("--preset", choices=sorted(PRESETS), help="tuned defaults for a dataset; explicit flags win")
+    t.add_argument("--model", default=None, help=f"score function (default {d.model}); one of "
+                   "TransE_l1, TransE_l2, DistMult, ComplEx, RotatE, RESCAL, TransR, SimplE")
+    t.add_argument("--dim", type=int, help=f"real floats per entity row for every model: ComplEx and RotatE "
+                   f"with --dim 400 hold 200 complex numbers (default {d.dim})")
+    t.add_argument("--neg", type=int, help=f"negatives shared by each chunk (default {d.neg})")
+    t.add_argument("--neg-chunk", type=int, help=f"positives per chunk sharing negatives (default {d.neg_chunk})")
+    t.add_argument("--neg-sampling", choices=["uniform", "degree"], help="negative distribution (default uniform)")
+    t.add_argument("--batch", type=int, help=f"positives per step (default {d.batch})")
+    t.add_argument("--lr", type=float, help=f"Adagrad learning rate (default {d.lr})")
+    t.add_argument("--gamma", type=float, help=f"margin of distance models; also sets the init scale "
+                   f"(default {d.gamma})")
+    t.add_argument("--adv", action="store_true", default=None, help="self-adversarial negative weighting")
+    t.add_argument("--adv-temp", type=float, help=f"temperature of --adv (default {d.adv_temp})")
+    t.add_argument("--reg-coef", type=float, help="L2/L3 regularization coefficient (default 0)")
+    t.add_argument("--reg-norm", type=int, choices=[2, 3], help="regularization norm (default 3)")
+    stop = t.add_argument_group("stopping (the first reached wins)")
+    stop.add_argument("--max-steps", type=int, help="steps (batches) in total over all workers")
+    stop.add_argument("--epochs", type=float, help="passes over the training triples")
+    stop.add_argument("--time-budget", type=float, help="seconds of training")
+    stop.add_argument("--valid-every", type=int, help="evaluate on valid every N steps; stop early when "
+                      "valid MRR stops improving and keep the best tables")
+    stop.add_argument("--patience", type=int, help="validations without improvement before stopping (default 3)")
+    stop.add_argument("--valid-sample", type=int, help="validate on at most this many valid triples")
+    t.add_argument("--workers", type=int, help="worker processes (Hogwild on shared memory); default 1")
+    t.add_argument("--seed", type=int, help="random seed; single-process runs are deterministic (default 0)")
+    t.add_argument("--save", help="directory to save the model to (written atomically)")
+    t.add_argument("--checkpoint-every", type=float, help="also save every N seconds while training")
+    t.add_argument("--load", help="resume training from a saved model (same --model and --dim)")
+    t.add_argument("--eval-split", choices=["test", "valid", "none"], default="test")
+    t.add_argument("--json", help="write the run's metrics to this JSON file")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
+    e.add_argument("--load", required=True, help="saved model directory")
+    _data_args(e)
+    e.add_argument("--split", choices=["test", "valid"], default="test")
+    e.add_argument("--json", help="write the metrics to this JSON file")
+
+    pr = sub.add_parser("predict", help="top-k completions of (head, relation, ?) or (?, relation, tail)")
+    pr.add_argument("--load", required=True)
+    side = pr.add_mutually_exclusive_group(required=True)
+    side.add_argument("--head")
+    side.add_argument("--tail")
+    pr.add_argument("--relation", required=True)
+    pr.add_argument("--k", type=int, default=10)
+
+    s = sub.add_parser("similar", help="nearest entities by cosine similarity")
+    s.add_argument("--load", required=True)
+    s.add_argument("--entity", required=True)
+    s.add_argument("--k", type=int, default=10)
+    return parser
+
+
+_CONFIG_FLAGS = ("model", "dim", "neg", "neg_chunk", "neg_sampling", "batch", "lr", "gamma", "adv",
+                 "adv_temp", "reg_coef", "reg_norm", "max_steps", "epochs", "time_budget",
+                 "valid_every", "patience", "valid_sample", "workers", "seed")
+
+
+def _config_from_args(args) -> dict:
+    """Explicit flags > preset (for the chosen model) > TrainConfig defaults."""
+    values = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
+    if args.preset:
+        model = values.get("model") or TrainConfig().model
+        values = {**preset_values(args.preset, model), **values}
+    return values
+
+
+def _load_kg(args):
+    from .data import load_dataset
+
+    if args.dataset:
+        return load_dataset(args.dataset, format=args.format, unseen=args.unseen)
+    return load_dataset(args.data_path, format=args.format or "tsv", unseen=args.unseen)
+
+
+def _peak_rss_bytes() -> int:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return int((own + children) * 1024)  # ru_maxrss is in KiB on Linux
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _print_metrics(split: str, metrics: dict) -> None:
+    print(f"\n{split} (filtered, {metrics['n_queries']:,} queries, both sides)")
+    print(f"{'':8s}{'MRR':>8s}{'MR':>10s}{'Hits@1':>9s}{'Hits@3':>9s}{'Hits@10':>9s}")
+    for name, m in (("both", metrics), ("head", metrics["head"]), ("tail", metrics["tail"])):
+        print(f"{name:8s}{m['mrr']:8.4f}{m['mr']:10.1f}{m['hits@1']:9.4f}{m['hits@3']:9.4f}{m['hits@10']:9.4f}")
+
+
+def _public_metrics(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10")}
+
+
+def cmd_train(args) -> int:
+    import kgnum
+
+    kg = _load_kg(args)
+    options = _config_from_args(args)
+    model = options.pop("model", TrainConfig().model)
+    if not any(options.get(k) for k in ("max_steps", "epochs", "time_budget")):
+        raise ValueError("give a stopping rule: --max-steps, --epochs or --time-budget")
+    init = kgnum.load(args.load) if args.load else None
+    log.info("%s; training %s", kg, model)
+    emb = kgnum.train(kg, model, init=init, save=args.save, checkpoint_every=args.checkpoint_every,
+                      progress=not args.no_progress, **options)
+    stats = emb.train_stats
+    print(f"trained {emb.model} dim {emb.dim}: {stats['steps']:,} steps, {stats['train_seconds']:.1f} s, "
+          f"{stats['triples_per_second']:,.0f} positive triples/s ({stats['workers']} worker(s))")
+    payload = {"model": emb.model, "dim": emb.dim, "train_seconds": stats["train_seconds"],
+               "triples_per_second": stats["triples_per_second"], "steps": stats["steps"],
+               "workers": stats["workers"], "config": emb.config}
+    if args.eval_split != "none":
+        metrics = kgnum.evaluate(emb, kg, args.eval_split)
+        _print_metrics(args.eval_split, metrics)
+        payload[args.eval_split] = _public_metrics(metrics)
+        payload["eval_seconds"] = metrics["eval_seconds"]
+        print(f"evaluated in {metrics['eval_seconds']:.1f} s")
+    if args.save:
+        print(f"saved to {args.save}")
+    payload["peak_rss_bytes"] = _peak_rss_bytes()
+    if args.json:
+        _write_json(args.json, payload)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import kgnum
+
+    emb = kgnum.load(args.load)
+    kg = _load_kg(args)
+    metrics = kgnum.evaluate(emb, kg, args.split)
+    _print_metrics(args.split, metrics)
+    print(f"evaluated in {metrics['eval_seconds']:.1f} s")
+    if args.json:
+        _write_json(args.json, {"model": emb.model, "dim": emb.dim, args.split: _public_metrics(metrics),
+                                "eval_seconds": metrics["eval_seconds"], "peak_rss_bytes": _peak_rss_bytes()})
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import kgnum
+
+    emb = kgnum.load(args.load)
+    if args.head is not None:
+        rows = emb.predict_tail(args.head, args.relation, args.k)
+    else:
+        rows = emb.predict_head(args.relation, args.tail, args.k)
+    for name, score in rows:
+        print(f"{score:10.4f}  {name}")
+    return 0
+
+
+def cmd_similar(args) -> int:
+    import kgnum
+
+    emb = kgnum.load(args.load)
+    for name, sim in emb.similar(args.entity, args.k):
+        print(f"{sim:8.4f}  {name}")
+    return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        return {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
+                "similar": cmd_similar}[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # KGDataError is a ValueError: input problems are one clear line, not a traceback
+        print(f"kgnum {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kgnum {args.command}: interrupted after {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
