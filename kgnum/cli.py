@@ -22,9 +22,11 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--data-path", help="directory holding train/valid/test files")
     p.add_argument("--format", choices=["tsv", "raw_udd_hrt", "udd_hrt"], default=None,
                    help="file format of --data-path (default tsv)")
-    p.add_argument("--unseen", choices=["error", "skip"], default="error",
+    p.add_argument("--unseen", choices=["error", "skip", "keep"], default=None,
                    help="valid/test triples whose entity or relation is not in train: stop with an "
-                        "error (default) or drop them with a count in the log")
+                        "error, drop them with a count in the log, or keep them (default: keep for "
+                        "the public benchmarks FB15k, FB15k-237, wn18, wn18rr, as published; error "
+                        "otherwise)")
 
 
 def build_parser() -> argparse.ArgumentParser:

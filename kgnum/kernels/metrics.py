@@ -80,13 +80,17 @@ def l2_backward(Q, N, S, dS, gamma, gQ, gN):
     C = np.empty_like(dS)
     row = np.zeros(c, dtype=np.float32)
     col = np.zeros(k, dtype=np.float32)
+    g = np.float32(gamma)
+    eps = np.float32(_EPS)
     for i in range(c):
+        acc = np.float32(0.0)
         for j in range(k):
-            dist = gamma - S[i, j]
-            w = dS[i, j] / dist if dist > _EPS else 0.0
+            dist = g - S[i, j]
+            w = dS[i, j] / dist if dist > eps else np.float32(0.0)
             C[i, j] = w
-            row[i] += w
+            acc += w
             col[j] += w
+        row[i] = acc
     np.dot(C, N, gQ)
     np.dot(C.T, Q, gN)
     for i in range(c):

@@ -1,0 +1,142 @@
+"""Single-process training: learning, determinism, stopping rules, save/load/resume."""
+import os
+
+import numpy as np
+import pytest
+
+import kgnum
+from kgnum.embeddings import Embeddings
+
+FAST = dict(dim=32, neg=32, neg_chunk=32, batch=256, lr=0.1, gamma=6.0, adv=True, progress=False)
+
+
+def test_training_beats_untrained_model_by_far(small_kg):
+    untrained = kgnum.train(small_kg, "TransE_l2", max_steps=1, **FAST)
+    trained = kgnum.train(small_kg, "TransE_l2", epochs=30, **FAST)
+    before = kgnum.evaluate(untrained, small_kg)["mrr"]
+    after = kgnum.evaluate(trained, small_kg)["mrr"]
+    assert after > 3 * before and after > 0.2, (before, after)
+    assert trained.train_stats["triples_per_second"] > 0
+
+
+@pytest.mark.parametrize("model", ["DistMult", "ComplEx", "RotatE"])
+def test_other_models_learn(small_kg, model):
+    emb = kgnum.train(small_kg, model, epochs=20, **FAST)
+    assert kgnum.evaluate(emb, small_kg, "valid")["mrr"] > 0.15
+
+
+def test_same_seed_same_tables_different_seed_differs(small_kg):
+    a = kgnum.train(small_kg, "TransE_l2", max_steps=40, seed=5, **FAST)
+    b = kgnum.train(small_kg, "TransE_l2", max_steps=40, seed=5, **FAST)
+    c = kgnum.train(small_kg, "TransE_l2", max_steps=40, seed=6, **FAST)
+    assert np.array_equal(a.entity, b.entity) and np.array_equal(a.relation, b.relation)
+    assert not np.array_equal(a.entity, c.entity)
+
+
+def test_stopping_rules(small_kg):
+    assert kgnum.train(small_kg, "TransE_l2", max_steps=17, **FAST).train_stats["steps"] == 17
+    steps_per_epoch = -(-small_kg.train.shape[0] // FAST["batch"])
+    assert kgnum.train(small_kg, "TransE_l2", epochs=2, **FAST).train_stats["steps"] == 2 * steps_per_epoch
+    timed = kgnum.train(small_kg, "TransE_l2", time_budget=1.0, **FAST).train_stats
+    assert 1.0 <= timed["train_seconds"] < 2.5
+
+
+def test_early_stopping_keeps_best_valid_tables(small_kg):
+    emb = kgnum.train(small_kg, "TransE_l2", epochs=40, valid_every=10, patience=2, **FAST)
+    history = emb.train_stats["valid_history"]
+    assert len(history) >= 2
+    best = max(h["valid_mrr"] for h in history)
+    from kgnum.eval import link_prediction_metrics
+
+    again = link_prediction_metrics(emb.score_candidates, small_kg.valid, small_kg.all_triples(),
+                                    small_kg.n_entities, small_kg.n_relations)["mrr"]
+    assert again == pytest.approx(best, abs=1e-6)
+
+
+def test_bad_options_name_the_flag(small_kg):
+    with pytest.raises(ValueError, match="--neg-chunk"):
+        kgnum.train(small_kg, "TransE_l2", max_steps=1, **{**FAST, "neg_chunk": 0})
+    with pytest.raises(ValueError, match="--dim"):
+        kgnum.train(small_kg, "ComplEx", max_steps=1, **{**FAST, "dim": 33})
+    with pytest.raises(ValueError, match="--model"):
+        kgnum.train(small_kg, "NoSuchModel", max_steps=1, **FAST)
+    with pytest.raises(ValueError, match="stopping rule"):
+        kgnum.train(small_kg, "TransE_l2", **FAST)
+
+
+def test_save_load_gives_same_scores_and_predictions(small_kg, tmp_path):
+    emb = kgnum.train(small_kg, "ComplEx", epochs=3, **FAST)
+    path = emb.save(str(tmp_path / "model"))
+    back = kgnum.load(path)
+    assert back.model == "ComplEx" and back.dim == 32
+    triples = small_kg.test[:50]
+    assert np.array_equal(emb.score(*triples.T), back.score(*triples.T))
+    assert emb.predict_tail("e0", "r0", 5) == back.predict_tail("e0", "r0", 5)
+    assert kgnum.evaluate(back, small_kg)["mrr"] == kgnum.evaluate(emb, small_kg)["mrr"]
+
+
+def test_score_candidates_agree_with_reference_scores(small_kg):
+    for model in ("TransE_l2", "RotatE", "DistMult", "TransE_l1"):
+        emb = kgnum.train(small_kg, model, max_steps=5, **FAST)
+        h, r = small_kg.test[:8, 0], small_kg.test[:8, 1]
+        tails = emb.score_candidates(h, r, False)
+        ref = emb.score(np.repeat(h, emb.n_entities), np.repeat(r, emb.n_entities),
+                        np.tile(np.arange(emb.n_entities), 8)).reshape(8, -1)
+        np.testing.assert_allclose(tails, ref, rtol=1e-4, atol=1e-4)
+        heads = emb.score_candidates(small_kg.test[:8, 2], r, True)
+        ref = emb.score(np.tile(np.arange(emb.n_entities), 8), np.repeat(r, emb.n_entities),
+                        np.repeat(small_kg.test[:8, 2], emb.n_entities)).reshape(8, -1)
+        np.testing.assert_allclose(heads, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_resume_continues_and_rejects_other_model(small_kg, tmp_path):
+    first = kgnum.train(small_kg, "TransE_l2", epochs=2, save=str(tmp_path / "m"), **FAST)
+    saved = kgnum.load(str(tmp_path / "m"))
+    assert np.array_equal(saved.entity_state, first.entity_state) and saved.entity_state.sum() > 0
+    resumed = kgnum.train(small_kg, "TransE_l2", epochs=2, init=saved, **FAST)
+    # continuing, not restarting: the resumed run's loss starts where the first ended
+    assert resumed.train_stats["mean_loss"] < 0.8 * first.train_stats["mean_loss"]
+    assert kgnum.evaluate(resumed, small_kg)["mrr"] > kgnum.evaluate(first, small_kg)["mrr"]
+    with pytest.raises(ValueError, match="cannot resume.*TransE_l2 dim 32.*--dim 64"):
+        kgnum.train(small_kg, "TransE_l2", epochs=1, init=saved, **{**FAST, "dim": 64})
+    with pytest.raises(ValueError, match="cannot resume.*--model DistMult"):
+        kgnum.train(small_kg, "DistMult", epochs=1, init=saved, **FAST)
+
+
+def test_failed_save_keeps_last_good_checkpoint(small_kg, tmp_path, monkeypatch):
+    emb = kgnum.train(small_kg, "TransE_l2", max_steps=3, **FAST)
+    path = str(tmp_path / "ckpt")
+    emb.save(path)
+    before = kgnum.load(path).entity.copy()
+    emb.entity += 1.0
+    calls = []
+    real_save = np.save
+
+    def failing_save(file, arr, *a, **k):
+        calls.append(file)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_save(file, arr, *a, **k)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        emb.save(path)
+    monkeypatch.undo()
+    assert np.array_equal(kgnum.load(path).entity, before)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no half-written temporary left behind
+
+
+def test_load_missing_or_broken_model_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved model"):
+        kgnum.load(str(tmp_path / "nothing"))
+    (tmp_path / "broken").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        kgnum.load(str(tmp_path / "broken"))
+
+
+def test_similar_excludes_itself():
+    ent = np.eye(4, dtype=np.float32)
+    ent[1] = ent[0] * 2 + 0.01
+    emb = Embeddings("DistMult", ent, np.ones((1, 4), np.float32), {"gamma": 1.0})
+    top = emb.similar("e0", 2)
+    assert top[0][0] == "e1" and all(name != "e0" for name, _ in top)
