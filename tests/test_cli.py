@@ -1,0 +1,92 @@
+"""The command line as a user runs it: flags, JSON output, saved models, error messages."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kgnum.cli import main
+
+TRAIN = ["train", "--dataset", "synthetic", "--model", "TransE_l2", "--dim", "32", "--neg", "32",
+         "--neg-chunk", "32", "--batch", "256", "--lr", "0.1", "--gamma", "6", "--adv",
+         "--max-steps", "300", "--no-progress"]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "kgnum", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_train_writes_the_documented_json_and_eval_reproduces_it(tmp_path, capsys):
+    out, model = tmp_path / "run.json", tmp_path / "model"
+    assert main(TRAIN + ["--save", str(model), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for key in ("model", "dim", "train_seconds", "triples_per_second", "steps", "test", "eval_seconds",
+                "peak_rss_bytes"):
+        assert key in result, key
+    assert set(result["test"]) == {"mrr", "mr", "hits@1", "hits@3", "hits@10"}
+    assert result["model"] == "TransE_l2" and result["dim"] == 32 and result["steps"] == 300
+    assert 0 < result["test"]["mrr"] <= 1 and result["test"]["hits@1"] <= result["test"]["hits@10"]
+    assert result["peak_rss_bytes"] > 10 * 2**20
+    printed = capsys.readouterr().out
+    assert "MRR" in printed and "Hits@10" in printed
+
+    again = tmp_path / "eval.json"
+    assert main(["eval", "--load", str(model), "--dataset", "synthetic", "--split", "test",
+                 "--json", str(again)]) == 0
+    assert json.loads(again.read_text())["test"]["mrr"] == pytest.approx(result["test"]["mrr"], abs=1e-9)
+
+
+def test_valid_split_key_and_predict_similar(tmp_path, capsys):
+    out, model = tmp_path / "run.json", tmp_path / "model"
+    assert main(TRAIN + ["--eval-split", "valid", "--json", str(out), "--save", str(model)]) == 0
+    result = json.loads(out.read_text())
+    assert "valid" in result and "test" not in result
+    capsys.readouterr()
+    assert main(["predict", "--load", str(model), "--head", "e1", "--relation", "r2", "--k", "4"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    assert main(["similar", "--load", str(model), "--entity", "e1", "--k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and not any(line.split()[-1] == "e1" for line in lines)
+
+
+def test_resume_with_other_dim_is_a_clear_error(tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(TRAIN + ["--save", str(model), "--eval-split", "none"]) == 0
+    args = [a if a != "32" else "64" for a in TRAIN]
+    assert main(args + ["--load", str(model)]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+
+
+def test_malformed_file_names_file_and_line_without_traceback(tmp_path):
+    data = tmp_path / "kg"
+    data.mkdir()
+    (data / "train.txt").write_text("a\tr\tb\nb\tr\tc\nc\tr\n")
+    (data / "valid.txt").write_text("a\tr\tc\n")
+    (data / "test.txt").write_text("b\tr\ta\n")
+    proc = run_cli("train", "--data-path", str(data), "--max-steps", "1", "--dim", "8")
+    assert proc.returncode == 2
+    assert "train.txt:3" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_stopping_rule_and_unknown_model_are_clear(capsys):
+    assert main(["train", "--dataset", "synthetic", "--dim", "8"]) == 2
+    assert "--max-steps" in capsys.readouterr().err
+    assert main(["train", "--dataset", "synthetic", "--model", "Nope", "--max-steps", "1"]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_help_says_dim_counts_real_floats():
+    proc = run_cli("train", "--help")
+    assert proc.returncode == 0
+    assert "real floats" in proc.stdout and "200 complex" in proc.stdout.replace("\n", " ").replace("  ", " ")
+
+
+def test_preset_fills_defaults_and_flags_override():
+    from kgnum.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "--dataset", "x", "--preset", "fb15k-237", "--model", "RotatE",
+                                      "--lr", "0.5"])
+    values = _config_from_args(args)
+    assert values["model"] == "RotatE" and values["lr"] == 0.5 and values["dim"] == 400
