@@ -14,6 +14,7 @@ import math
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .config import TrainConfig
 from .data import KnowledgeGraph
@@ -168,7 +169,10 @@ def train(kg: KnowledgeGraph, model: str = "TransE_l2", *, init: Embeddings | No
 
         return train_shared(kg, cfg, emb, save=save, checkpoint_every=checkpoint_every,
                             progress=progress)
-    return _train_in_process(kg, cfg, emb, save, checkpoint_every, progress)
+    # one BLAS thread: the step's small products lose time to thread hand-offs, and the
+    # multi-core engine gets its parallelism from processes instead
+    with threadpool_limits(1):
+        return _train_in_process(kg, cfg, emb, save, checkpoint_every, progress)
 
 
 def _train_in_process(kg, cfg, emb, save, checkpoint_every, progress) -> Embeddings:

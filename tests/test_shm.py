@@ -1,0 +1,232 @@
+"""Tests of the multi-core engine kgnum.shm (shared-memory Hogwild workers).
+
+Covered: results close to the 1-worker trainer; workers really write the
+parent's shared tables; and the lifecycle of the shared blocks and worker
+processes on normal exit, a worker exception, a worker killed by SIGKILL,
+SIGINT (KeyboardInterrupt) and SIGTERM in the parent. After each: no
+``/dev/shm/kgnum_<pid>_*`` block of that run is left, no worker is left,
+the error names the worker, and the checkpoint written earlier loads.
+
+Faults are injected with the engine's test hook ``KGNUM_TEST_FAULT``. Block
+names carry the owner's pid, so checks are not confused by other runs on the
+machine. One test starts a fresh interpreter (it pays a ~10 s kernel compile)
+to see the resource tracker's stderr: no "leaked shared_memory" warnings.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import kgnum
+from kgnum.config import TrainConfig
+from kgnum.shm import SharedTables, attach, block_names, engine
+from kgnum.shm.engine import FAULT_ENV
+from kgnum.train import initial_embeddings
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="needs /dev/shm and the fork start method")
+
+MODEL = "TransE_l2"
+OPTS = dict(dim=32, neg=32, neg_chunk=32, batch=128, lr=0.1, gamma=8.0, adv=True, seed=0)
+GRAPH = dict(n_entities=500, n_relations=10, n_train=10000, n_valid=200, n_test=300, seed=0)
+FAULT_CALLS = 200  # kernel calls before an injected fault (~6 ms each here, capped by the shard epoch): ~1 s
+
+
+@pytest.fixture(scope="module")
+def kg():
+    return kgnum.synthetic(**GRAPH)
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    """Every test: no block of this process's runs and no worker process survives."""
+    assert block_names(os.getpid()) == []
+    yield
+    assert block_names(os.getpid()) == []
+    assert mp.active_children() == []
+
+
+def assert_checkpoint(path, kg):
+    ckpt = kgnum.load(str(path))
+    assert ckpt.entity.shape == (kg.n_entities, OPTS["dim"])
+    assert ckpt.relation.shape == (kg.n_relations, OPTS["dim"])
+    assert ckpt.entity_state.shape == (kg.n_entities,)
+    assert ckpt.relation_state.shape == (kg.n_relations,)
+    assert np.isfinite(ckpt.entity).all()
+    return ckpt
+
+
+def test_two_workers_match_one_worker(kg):
+    one = kgnum.train(kg, MODEL, epochs=10, progress=False, **OPTS)
+    two = kgnum.train(kg, MODEL, epochs=10, workers=2, progress=False, **OPTS)
+    untrained = initial_embeddings(kg, TrainConfig(model=MODEL, epochs=1, **OPTS).validate(), None)
+    mrr_one, mrr_two = kgnum.evaluate(one, kg)["mrr"], kgnum.evaluate(two, kg)["mrr"]
+    mrr_untrained = kgnum.evaluate(untrained, kg)["mrr"]
+    assert abs(mrr_two - mrr_one) < 0.05, (mrr_one, mrr_two)
+    assert mrr_two > mrr_untrained + 0.15, (mrr_untrained, mrr_two)
+    stats = two.train_stats
+    assert stats["workers"] == 2
+    assert stats["steps"] == one.train_stats["steps"]  # epochs -> max_steps, exact over both workers
+    assert sum(stats["worker_steps"]) == stats["steps"] and min(stats["worker_steps"]) > 0
+    assert 0 < stats["positives"] <= 10 * kg.train.shape[0]
+    assert np.isfinite(stats["mean_loss"]) and stats["triples_per_second"] > 0
+
+
+def _write_rows(spec, value):
+    """Child side of the sharing test: attach by name and write in place."""
+    shm, array = attach(spec)
+    array[::2] = value
+    del array
+    shm.close()
+
+
+def test_blocks_are_shared_memory():
+    with SharedTables() as tables:
+        view = tables.add("t", np.zeros((64, 8), np.float32))
+        assert all(name.startswith(f"kgnum_{os.getpid()}_") for name in tables.names)
+        assert set(block_names(os.getpid())) == set(tables.names)
+        child = mp.get_context("fork").Process(target=_write_rows, args=(tables.specs["t"], 7.0))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        assert (view[::2] == 7.0).all() and (view[1::2] == 0.0).all()  # the child wrote our pages
+        del view
+    assert block_names(os.getpid()) == []
+
+
+def test_workers_train_the_parents_tables(kg, monkeypatch):
+    cfg = TrainConfig(model=MODEL, epochs=2, **OPTS).validate()
+    init = initial_embeddings(kg, cfg, None)
+    seen = {}
+    copy_out = engine._copy_out
+
+    def spy(tables, emb):  # the parent's own view of the blocks, as the workers left them
+        seen["block"] = tables.specs["ent"].name
+        seen["changed"] = not np.allclose(tables.arrays["ent"], init.entity)
+        copy_out(tables, emb)
+
+    monkeypatch.setattr(engine, "_copy_out", spy)
+    emb = kgnum.train(kg, MODEL, init=init, epochs=2, workers=2, progress=False, **OPTS)
+    assert seen["changed"] and seen["block"].startswith(f"kgnum_{os.getpid()}_")
+    # only worker processes ran kernels: what the parent copied out of the blocks is their work
+    assert not np.allclose(emb.entity, init.entity)
+    assert not np.allclose(emb.relation, init.relation)
+    assert (emb.entity_state > 0).mean() > 0.9 and (emb.relation_state > 0).all()
+    assert min(emb.train_stats["worker_steps"]) > 0
+
+
+def test_normal_exit_saves_and_cleans_up(kg, tmp_path):
+    out = tmp_path / "model"
+    emb = kgnum.train(kg, MODEL, epochs=3, workers=2, save=str(out), checkpoint_every=0.01,
+                      valid_every=50, progress=False, **OPTS)
+    ckpt = assert_checkpoint(out, kg)
+    np.testing.assert_array_equal(ckpt.entity, emb.entity)
+    assert ckpt.train_stats["workers"] == 2 and ckpt.train_stats["valid_history"]
+    assert not [n for n in os.listdir(tmp_path) if n != "model"]  # no temporary save dirs left
+
+
+@pytest.mark.parametrize("action, worker, expect", [("raise", 1, "injected fault in worker 1"),
+                                                      ("kill", 0, "killed by signal SIGKILL")])
+def test_worker_failure_stops_everything(kg, tmp_path, monkeypatch, action, worker, expect):
+    monkeypatch.setenv(FAULT_ENV, f"{action}:{worker}:{FAULT_CALLS}")
+    out = tmp_path / "ckpt"
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=f"kgnum worker {worker} ") as info:
+        kgnum.train(kg, MODEL, time_budget=60, workers=2, save=str(out), checkpoint_every=0.05,
+                    progress=False, **OPTS)
+    assert expect in str(info.value)
+    assert time.perf_counter() - start < 30  # stopped at the fault, not at the time budget
+    ckpt = assert_checkpoint(out, kg)
+    assert ckpt.train_stats.get("checkpoint") and ckpt.train_stats["steps"] > 0
+
+
+def _interruptible_run(kg, out, result):
+    """Fork-driver: a training run in a child of pytest (kernels already compiled)."""
+    try:
+        kgnum.train(kg, MODEL, time_budget=60, workers=2, save=out, checkpoint_every=0.05,
+                    progress=False, **OPTS)
+        text = "finished"
+    except BaseException as e:  # noqa: BLE001 - we want to see exactly what came out
+        text = f"{type(e).__name__}: {e}"
+    with open(result, "w") as f:
+        f.write(text)
+
+
+def wait_for_checkpoint(path, proc_alive, timeout=90):
+    deadline = time.monotonic() + timeout
+    while not (path / "config.json").exists():
+        assert proc_alive(), "training exited before writing a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+    time.sleep(0.2)  # let training go on past the checkpoint
+
+
+def test_keyboard_interrupt_in_parent(kg, tmp_path):
+    out, result = tmp_path / "ckpt", tmp_path / "result.txt"
+    driver = mp.get_context("fork").Process(target=_interruptible_run, args=(kg, str(out), str(result)))
+    driver.start()
+    try:
+        wait_for_checkpoint(out, driver.is_alive)
+        workers = psutil.Process(driver.pid).children()
+        assert len(workers) >= 2
+        os.kill(driver.pid, signal.SIGINT)
+        driver.join(60)
+        assert driver.exitcode == 0
+    finally:
+        if driver.is_alive():
+            driver.kill()
+            driver.join()
+    assert result.read_text().startswith("KeyboardInterrupt")
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+    assert block_names(driver.pid) == []
+    assert_checkpoint(out, kg)
+
+
+SIGTERM_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import kgnum
+    from kgnum.shm import block_names
+    kg = kgnum.synthetic(**{graph!r})
+    opts = {opts!r}
+    kgnum.train(kg, {model!r}, max_steps=300, workers=2, progress=False, **opts)
+    assert block_names(os.getpid()) == []
+    print("normal run ok", flush=True)
+    kgnum.train(kg, {model!r}, time_budget=60, workers=2, save=sys.argv[1], checkpoint_every=0.05,
+                progress=False, **opts)
+""")
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_in_parent_fresh_interpreter(kg, tmp_path):
+    out = tmp_path / "ckpt"
+    script = SIGTERM_SCRIPT.format(graph=GRAPH, opts=OPTS, model=MODEL)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_checkpoint(out, lambda: proc.poll() is None, timeout=150)
+        children = psutil.Process(proc.pid).children()  # 2 workers + the resource tracker
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)  # also waits for the tracker's stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "normal run ok" in stdout
+    assert proc.returncode != 0
+    assert "TrainingInterrupted: received SIGTERM" in stderr, stderr
+    for noise in ("leaked", "resource_tracker", "Exception ignored", "KeyError", "Process kgnum-worker"):
+        assert noise not in stderr, stderr
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    assert block_names(proc.pid) == []
+    assert_checkpoint(out, kg)
