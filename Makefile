@@ -1,6 +1,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PEER_VENV ?= .venv-peers
+PEER_SECONDS ?= 600
 KGNUM_DATA_DIR ?= $(abspath $(CURDIR)/../shared/datasets)
 export KGNUM_DATA_DIR
 
@@ -24,5 +26,16 @@ test: venv
 bench: venv
 	$(PY) bench/bench_step.py
 
+# PyKEEN in its own venv (torch's CPU build); never part of `make test`
+$(PEER_VENV)/.installed:
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install -q 'torch==2.13.0' pykeen
+	touch $@
+
+bench-peers: venv $(PEER_VENV)/.installed
+	$(PEER_VENV)/bin/python bench/peers/pykeen_peer.py --budget $(PEER_SECONDS) --out bench/out/pykeen.json
+	$(PY) bench/peers/compare.py --peer bench/out/pykeen.json
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(PEER_VENV) build *.egg-info

@@ -38,10 +38,13 @@ class Budget:
             limits.append(int(math.ceil(cfg.epochs * self.steps_per_epoch)))
         self.max_steps = min(limits) if limits else None
         self.time_budget = cfg.time_budget
+        self.started = None  # set by start(): compilation and worker start-up are not training
+
+    def start(self) -> None:
         self.started = time.perf_counter()
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return 0.0 if self.started is None else time.perf_counter() - self.started
 
     def steps_left(self, steps_done: int) -> float:
         return math.inf if self.max_steps is None else self.max_steps - steps_done
@@ -86,12 +89,14 @@ class Validator:
         self.bad_rounds = 0
         self.history: list[dict] = []
         valid = kg.valid
+        self.enabled = self.every is not None and valid.shape[0] > 0
+        if not self.enabled:
+            return  # no validation: no copy of the known triples either
         if cfg.valid_sample is not None and valid.shape[0] > cfg.valid_sample:
             pick = np.random.default_rng(seed).choice(valid.shape[0], cfg.valid_sample, replace=False)
             valid = valid[np.sort(pick)]
         self.triples = valid
         self.known = kg.all_triples()
-        self.enabled = self.every is not None and valid.shape[0] > 0
 
     def due(self, steps_done: int, last: int) -> bool:
         return self.enabled and steps_done // self.every > last // self.every
@@ -191,7 +196,7 @@ def _train_in_process(kg, cfg, emb, save, checkpoint_every, progress) -> Embeddi
     kernel(emb.entity.copy(), emb.relation.copy(), emb.entity_state.copy(), emb.relation_state.copy(),
            edges, np.arange(min(n_train, cfg.neg_chunk), dtype=np.int64), 0, 0, cfg.batch, cfg.neg_chunk,
            cfg.neg, cdf, *scalars, 0)
-    budget.started = time.perf_counter()
+    budget.start()
     steps = chunk_index = 0
     loss_sum = 0.0
     positives = 0

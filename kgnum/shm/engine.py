@@ -211,7 +211,7 @@ def _supervise(procs, conns, stop, go, tables, emb, budget, validator, save, che
                     elif msg[0] == "ready":
                         ready.add(w)
                         if len(ready) == n_workers:
-                            budget.started = time.perf_counter()  # start-up is not training time
+                            budget.start()  # start-up is not training time
                             go.set()
                     elif msg[0] == "error":
                         raise _worker_error(w, msg[1])
