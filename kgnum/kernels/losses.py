@@ -96,15 +96,17 @@ def chunk_loss(S, sp, adv_temp, scale, dS, dsp):
             exp_nonpositive(arg[:k], w, scratch[:k])
         norm = zero
         neg = zero
+        grad = dS[i]
         for j in range(k):
             s = row[j]
-            sig = one / (one + e[j]) if s >= zero else e[j] / (one + e[j])
+            inv = one / (one + e[j])
+            sig = inv if s >= zero else e[j] * inv
             neg += w[j] * (min(-s, zero) - log1p_unit(e[j]))
             norm += w[j]
-            dS[i, j] = w[j] * sig
+            grad[j] = w[j] * sig
         factor = half / norm
         for j in range(k):
-            dS[i, j] *= factor
+            grad[j] *= factor
         total -= 0.5 * neg / norm
     return total
 
@@ -113,13 +115,18 @@ def chunk_loss(S, sp, adv_temp, scale, dS, dsp):
 def add_regularization(rows, coef, norm, grads):
     """Add the gradient of coef * sum |x|^norm (norm 2 or 3) over the rows into grads; returns the penalty."""
     penalty = 0.0
+    c = np.float32(coef)
     for i in range(rows.shape[0]):
-        for k in range(rows.shape[1]):
-            x = rows[i, k]
-            if norm == 3:
-                penalty += coef * abs(x) ** 3
-                grads[i, k] += 3.0 * coef * x * abs(x)
-            else:
-                penalty += coef * x * x
-                grads[i, k] += 2.0 * coef * x
+        x, g = rows[i], grads[i]
+        acc = np.float32(0.0)
+        if norm == 3:
+            for k in range(x.shape[0]):
+                a = abs(x[k])
+                acc += a * a * a
+                g[k] += np.float32(3.0) * c * x[k] * a
+        else:
+            for k in range(x.shape[0]):
+                acc += x[k] * x[k]
+                g[k] += np.float32(2.0) * c * x[k]
+        penalty += coef * acc
     return penalty

@@ -15,9 +15,10 @@ def adagrad_accumulate(state, rows, grads):
     """state (n_rows,) float32 += mean over dim of grads**2 at rows (m,) int; grads (m, dim)."""
     dim = grads.shape[1]
     for i in range(rows.shape[0]):
-        acc = 0.0
+        g = grads[i]  # 1-D row views vectorize; 2-D indexing in the inner loop does not
+        acc = numba.float32(0.0)
         for k in range(dim):
-            acc += grads[i, k] * grads[i, k]
+            acc += g[k] * g[k]
         state[rows[i]] += acc / dim
 
 
@@ -26,6 +27,7 @@ def adagrad_apply(table, state, rows, grads, lr):
     """table (n_rows, dim) float32 -= lr * grads / (sqrt(state[rows]) + 1e-10), in place."""
     for i in range(rows.shape[0]):
         row = rows[i]
-        step = lr / (math.sqrt(state[row]) + 1e-10)
-        for k in range(grads.shape[1]):
-            table[row, k] -= step * grads[i, k]
+        step = numba.float32(lr / (math.sqrt(state[row]) + 1e-10))
+        target, g = table[row], grads[i]
+        for k in range(g.shape[0]):
+            target[k] -= step * g[k]
