@@ -1,24 +1,26 @@
 """Tuned hyperparameters per dataset and model (``kgnum train --preset NAME``).
 
 The FB15k-237 values are the ones measured in bench/RESULTS.md; the README
-lists them as a table.
+lists them as a table. Explicit flags override them.
 """
 from __future__ import annotations
 
+_FB_COMMON = dict(dim=400, neg=200, neg_chunk=200, batch=1000, adv=True, adv_temp=1.0, workers=2,
+                  valid_sample=5000, patience=3)
+
 PRESETS: dict[str, dict[str, dict]] = {
     "fb15k-237": {
-        "TransE_l2": dict(dim=400, neg=200, neg_chunk=200, batch=1000, lr=0.25, gamma=12.0, adv=True,
-                          adv_temp=1.0, time_budget=300, workers=2),
-        "DistMult": dict(dim=400, neg=200, neg_chunk=200, batch=1000, lr=0.1, gamma=12.0, adv=True,
-                         adv_temp=1.0, reg_coef=1e-7, time_budget=600, workers=2),
-        "ComplEx": dict(dim=400, neg=200, neg_chunk=200, batch=1000, lr=0.1, gamma=12.0, adv=True,
-                        adv_temp=1.0, reg_coef=1e-7, time_budget=600, workers=2),
-        "RotatE": dict(dim=400, neg=200, neg_chunk=200, batch=1000, lr=0.1, gamma=9.0, adv=True,
-                       adv_temp=1.0, time_budget=900, workers=2),
+        "TransE_l2": dict(_FB_COMMON, lr=0.25, gamma=9.0, time_budget=300, valid_every=20000),
+        # gamma only sets the init scale of bilinear models: (gamma + 2) / dim = 0.36
+        "DistMult": dict(_FB_COMMON, lr=0.1, gamma=143.0, reg_coef=1e-5, reg_norm=3, time_budget=900,
+                         valid_every=9000),
+        "ComplEx": dict(_FB_COMMON, lr=0.1, gamma=143.0, reg_coef=1e-5, reg_norm=3, time_budget=900,
+                        valid_every=9000),
+        "RotatE": dict(_FB_COMMON, lr=0.1, gamma=9.0, time_budget=900, valid_every=10000),
     },
     "umls": {
-        "ComplEx": dict(dim=200, neg=64, neg_chunk=64, batch=256, lr=0.1, gamma=12.0, adv=True,
-                        adv_temp=1.0, time_budget=60),
+        "ComplEx": dict(dim=200, neg=64, neg_chunk=64, batch=256, lr=0.1, gamma=143.0, adv=True,
+                        adv_temp=1.0, time_budget=30),
     },
 }
 
