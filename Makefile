@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PEER_VENV ?= .venv-peers
 PEER_SECONDS ?= 600
+PEER_ARGS ?=
 KGNUM_DATA_DIR ?= $(abspath $(CURDIR)/../shared/datasets)
 export KGNUM_DATA_DIR
 
@@ -34,7 +35,7 @@ $(PEER_VENV)/.installed:
 	touch $@
 
 bench-peers: venv $(PEER_VENV)/.installed
-	$(PEER_VENV)/bin/python bench/peers/pykeen_peer.py --budget $(PEER_SECONDS) --out bench/out/pykeen.json
+	$(PEER_VENV)/bin/python bench/peers/pykeen_peer.py --budget $(PEER_SECONDS) $(PEER_ARGS) --out bench/out/pykeen.json
 	$(PY) bench/peers/compare.py --peer bench/out/pykeen.json
 
 clean:
