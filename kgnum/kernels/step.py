@@ -25,6 +25,20 @@ from .registry import ScoreFunction, get_model
 from .sampling import sample_negatives
 
 
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _gather(entity, relation, heads, rels, tails, negs):
+    """The chunk's rows as contiguous float32 copies: H, R, T (c, .), N (k, d)."""
+    return entity[heads], relation[rels], entity[tails], entity[negs]
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _regularize(H, R, T, gH, gR, gT, reg_coef, reg_norm):
+    if reg_coef > 0.0:
+        add_regularization(H, reg_coef, reg_norm, gH)
+        add_regularization(T, reg_coef, reg_norm, gT)
+        add_regularization(R, reg_coef, reg_norm, gR)
+
+
 def _make_query_chunk(sf: ScoreFunction):
     query, query_backward = sf.query, sf.query_backward
     scores, backward, pos_scores, pos_backward = METRIC_KERNELS[sf.metric]
@@ -32,10 +46,7 @@ def _make_query_chunk(sf: ScoreFunction):
     @numba.njit(fastmath=True, nogil=True)
     def chunk_gradients(entity, relation, heads, rels, tails, negs, predict_head,
                         gamma, adv_temp, scale, reg_coef, reg_norm):
-        H = entity[heads]
-        R = relation[rels]
-        T = entity[tails]
-        N = entity[negs]
+        H, R, T, N = _gather(entity, relation, heads, rels, tails, negs)
         Q = query(H, R, T, predict_head)
         S = np.empty((Q.shape[0], N.shape[0]), dtype=np.float32)
         sp = np.empty(Q.shape[0], dtype=np.float32)
@@ -54,10 +65,7 @@ def _make_query_chunk(sf: ScoreFunction):
         gX = gH if predict_head else gT
         pos_backward(Q, X, sp, dsp, gamma, gQ, gX)
         query_backward(gQ, H, R, T, predict_head, gH, gR, gT)
-        if reg_coef > 0.0:
-            add_regularization(H, reg_coef, reg_norm, gH)
-            add_regularization(T, reg_coef, reg_norm, gT)
-            add_regularization(R, reg_coef, reg_norm, gR)
+        _regularize(H, R, T, gH, gR, gT, reg_coef, reg_norm)
         return loss, gH, gR, gT, gN
 
     return chunk_gradients
@@ -69,10 +77,7 @@ def _make_pair_chunk(sf: ScoreFunction):
     @numba.njit(fastmath=True, nogil=True)
     def chunk_gradients(entity, relation, heads, rels, tails, negs, predict_head,
                         gamma, adv_temp, scale, reg_coef, reg_norm):
-        H = entity[heads]
-        R = relation[rels]
-        T = entity[tails]
-        N = entity[negs]
+        H, R, T, N = _gather(entity, relation, heads, rels, tails, negs)
         c, k = H.shape[0], N.shape[0]
         gH = np.zeros_like(H)
         gR = np.zeros_like(R)
@@ -97,10 +102,7 @@ def _make_pair_chunk(sf: ScoreFunction):
                     pair(N[j], R[i], T[i], gamma, dS[i, j], gN[j], gR[i], gT[i])
                 else:
                     pair(H[i], R[i], N[j], gamma, dS[i, j], gH[i], gR[i], gN[j])
-        if reg_coef > 0.0:
-            add_regularization(H, reg_coef, reg_norm, gH)
-            add_regularization(T, reg_coef, reg_norm, gT)
-            add_regularization(R, reg_coef, reg_norm, gR)
+        _regularize(H, R, T, gH, gR, gT, reg_coef, reg_norm)
         return loss, gH, gR, gT, gN
 
     return chunk_gradients
