@@ -122,6 +122,12 @@ class Validator:
             emb.entity[:], emb.relation[:] = self.best_tables
 
 
+def next_call_steps(current: int, took: float, per_epoch: int, target_seconds: float = 0.2) -> int:
+    """Steps for the next kernel call: aim at ``target_seconds`` per call (responsive progress and
+    stopping, negligible Python overhead), at most doubling, never more than an epoch."""
+    return max(1, min(current * 2, per_epoch, int(current * target_seconds / max(took, 1e-6))))
+
+
 def initial_embeddings(kg: KnowledgeGraph, cfg: TrainConfig, init: Embeddings | None) -> Embeddings:
     """Fresh tables, or a copy of ``init`` (resume) after checking it matches."""
     sf = get_model(cfg.model)
@@ -215,9 +221,8 @@ def _train_in_process(kg, cfg, emb, save, checkpoint_every, progress) -> Embeddi
                 loss, chunk_index = kernel(emb.entity, emb.relation, emb.entity_state, emb.relation_state,
                                            edges, order, pos, end, cfg.batch, cfg.neg_chunk, cfg.neg,
                                            cdf, *scalars, chunk_index)
-                took = time.perf_counter() - t0
-                # aim at ~0.2 s per call: responsive progress, negligible Python overhead
-                steps_per_call = max(1, min(steps_per_call * 2, int(steps_per_call * 0.2 / max(took, 1e-6)) or 1))
+                steps_per_call = next_call_steps(steps_per_call, time.perf_counter() - t0,
+                                                 budget.steps_per_epoch)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss} at step {steps}; lower --lr or --gamma")
                 last = steps

@@ -41,6 +41,13 @@ def test_stopping_rules(small_kg):
     assert 1.0 <= timed["train_seconds"] < 2.5
 
 
+def test_long_time_budget_on_a_tiny_graph_runs_to_the_end():
+    # thousands of sub-millisecond kernel calls: the adaptive call size must stay bounded
+    tiny = kgnum.synthetic(n_entities=60, n_relations=3, n_train=500, n_valid=20, n_test=20, seed=1)
+    stats = kgnum.train(tiny, "TransE_l2", time_budget=3.0, **{**FAST, "dim": 8}).train_stats
+    assert stats["train_seconds"] >= 3.0 and stats["steps"] > 2000
+
+
 def test_early_stopping_keeps_best_valid_tables(small_kg):
     emb = kgnum.train(small_kg, "TransE_l2", epochs=40, valid_every=10, patience=2, **FAST)
     history = emb.train_stats["valid_history"]

@@ -38,7 +38,7 @@ from ..embeddings import Embeddings
 from ..kernels.registry import get_model
 from ..kernels.sampling import seed_kernel_rng
 from ..kernels.step import train_kernel
-from ..train import Budget, Progress, Validator, kernel_args, negative_cdf
+from ..train import Budget, Progress, Validator, kernel_args, negative_cdf, next_call_steps
 from .tables import SharedTables, attach, close_quietly
 
 log = logging.getLogger("kgnum")
@@ -419,8 +419,8 @@ def _train_worker(w: int, a: dict, job: _Job, conn, stop, go, reserved) -> None:
             loss, chunk_index = kernel(a["ent"], a["rel"], a["ent_st"], a["rel_st"], a["edges"], order,
                                        pos, end, job.batch, job.neg_chunk, job.neg, cdf, *job.scalars,
                                        chunk_index)
-            took = time.perf_counter() - t0
-            steps_per_call = max(1, min(steps_per_call * 2, int(steps_per_call * CALL_SECONDS / max(took, 1e-6)) or 1))
+            steps_per_call = next_call_steps(steps_per_call, time.perf_counter() - t0,
+                                             math.ceil(order.size / job.batch), CALL_SECONDS)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} in worker {w}; lower --lr or --gamma")
             conn.send(("progress", n_steps, end - pos, float(loss)))
