@@ -1,0 +1,1 @@
+"""Bias measurement and debiasing of trained embeddings. Not built yet."""
