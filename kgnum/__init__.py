@@ -9,7 +9,7 @@
 """
 from .data import KGDataError, KnowledgeGraph, load_dataset, synthetic
 from .embeddings import Embeddings, load
-from .evaluate import evaluate
+from .eval import evaluate
 from .kernels.registry import model_names
 from .train import train
 

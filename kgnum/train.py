@@ -196,12 +196,12 @@ def _train_in_process(kg, cfg, emb, save, checkpoint_every, progress) -> Embeddi
     scalars = kernel_args(cfg)
     rng = np.random.default_rng(cfg.seed)
     seed_kernel_rng(cfg.seed)
-    bar = Progress(progress, budget.max_steps)
 
     # compile before the clock starts so train_seconds measures training
     kernel(emb.entity.copy(), emb.relation.copy(), emb.entity_state.copy(), emb.relation_state.copy(),
            edges, np.arange(min(n_train, cfg.neg_chunk), dtype=np.int64), 0, 0, cfg.batch, cfg.neg_chunk,
            cfg.neg, cdf, *scalars, 0)
+    bar = Progress(progress, budget.max_steps)  # after compiling: its rate excludes start-up
     budget.start()
     steps = chunk_index = 0
     loss_sum = 0.0
