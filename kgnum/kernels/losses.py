@@ -45,12 +45,13 @@ def exp_nonpositive(x, out, scratch):
 
 @numba.njit(cache=True, fastmath=True)
 def log1p_unit(e):
-    """log(1 + e) for e in [0, 1] as 2 atanh(e / (2 + e)): a short odd series, vectorizable."""
-    z = e / (np.float32(2.0) + e)
-    z2 = z * z
-    return np.float32(2.0) * z * (np.float32(1.0) + z2 * (np.float32(1.0 / 3) + z2 * (
-        np.float32(1.0 / 5) + z2 * (np.float32(1.0 / 7) + z2 * (np.float32(1.0 / 9) + z2 * (
-            np.float32(1.0 / 11) + z2 * np.float32(1.0 / 13)))))))
+    """log(1 + e) for e in [0, 1]: a degree-8 fit on Chebyshev nodes (max error 3.4e-8 in
+    exact arithmetic), no division, vectorizable."""
+    return np.float32(3.3869653637e-08) + e * (np.float32(9.9999427248e-01) + e * (
+        np.float32(-4.9983856183e-01) + e * (np.float32(3.3154861652e-01) + e * (
+            np.float32(-2.3982616049e-01) + e * (np.float32(1.6582275266e-01) + e * (
+                np.float32(-9.3252038950e-02) + e * (np.float32(3.4849712458e-02) + e * np.float32(
+                    -6.1514709568e-03))))))))
 
 
 @numba.njit(cache=True, fastmath=True)
