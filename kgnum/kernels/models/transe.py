@@ -15,12 +15,17 @@ def query(H, R, T, predict_head):
 
 @numba.njit(cache=True, fastmath=True)
 def query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
+    # flat views of the (contiguous) buffers: 1-D in-place passes vectorize, 2-D ones less so
+    q = gQ.reshape(-1)
+    r = gR.reshape(-1)
     if predict_head:
-        gT += gQ
-        gR -= gQ
+        t = gT.reshape(-1)
+        t += q
+        r -= q
     else:
-        gH += gQ
-        gR += gQ
+        h = gH.reshape(-1)
+        h += q
+        r += q
 
 
 def score_l2(h, r, t, gamma):
