@@ -535,6 +535,20 @@ def test_loss_score_grads_match_finite_differences():
         np.testing.assert_allclose(dsp[i], scale * fd, rtol=1e-6)
 
 
+def test_rotate_cos_sin_matches_libm_for_wandering_phases():
+    """RotatE's vectorized cos/sin stays accurate for phases Adagrad moved far from [-pi, pi]."""
+    from kgnum.kernels.models.rotate import cos_sin
+
+    rng = np.random.default_rng(10)
+    x = np.concatenate([rng.uniform(-4, 4, 5000), rng.uniform(-300, 300, 5000),
+                        np.arange(-8, 9) * np.pi / 4]).astype(np.float32)
+    c, s = np.empty_like(x), np.empty_like(x)
+    cos_sin(x, c, s)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(c, np.cos(x64), rtol=0, atol=3e-7)
+    np.testing.assert_allclose(s, np.sin(x64), rtol=0, atol=3e-7)
+
+
 # -- 7. tables and dims ---------------------------------------------------------------
 @pytest.mark.parametrize("name", MODELS)
 def test_init_tables_shapes_and_dtypes(name):

@@ -19,8 +19,10 @@ A score function g(h, r, t) (higher = more plausible) is described by:
   (chunk x dim) @ (dim x neg) product or a tiled kernel of the same shape.
   ``query(H, R, T, predict_head) -> Q`` and
   ``query_backward(gQ, H, R, T, predict_head) -> (gH, gR, gT)`` are Numba
-  functions written with array expressions, so their ``py_func`` is the
-  NumPy implementation of the same step;
+  functions. Written with array expressions, their ``py_func`` is the NumPy
+  implementation of the same step; a model whose fast form is written as
+  loops gives the array-expression form as ``numpy_query`` and
+  ``numpy_query_backward`` instead;
 * or, for models with no query form (TransR projects every candidate by its
   relation), ``metric = "pair"`` and a Numba ``pair_score_grad`` evaluated
   for every (positive, negative) pair.
@@ -48,6 +50,8 @@ class ScoreFunction:
     query: Callable | None = None
     query_backward: Callable | None = None
     pair_score_grad: Callable | None = None
+    numpy_query: Callable | None = None  # default: query.py_func
+    numpy_query_backward: Callable | None = None  # default: query_backward.py_func
     init_relation: Callable | None = None  # (rng, n_relations, dim, bound) -> float32 array
     even_dim: bool = False  # complex / split models need an even dim
     uses_gamma: bool = field(init=False)
@@ -56,6 +60,10 @@ class ScoreFunction:
         if self.metric not in METRICS:
             raise ValueError(f"metric {self.metric!r} not in {METRICS}")
         object.__setattr__(self, "uses_gamma", self.metric in ("l2", "l1", "cmod", "pair"))
+        if self.query is not None and self.numpy_query is None:
+            object.__setattr__(self, "numpy_query", self.query.py_func)
+        if self.query_backward is not None and self.numpy_query_backward is None:
+            object.__setattr__(self, "numpy_query_backward", self.query_backward.py_func)
 
     def check_dim(self, dim: int) -> None:
         if dim < 2 or (self.even_dim and dim % 2):
