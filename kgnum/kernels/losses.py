@@ -95,19 +95,19 @@ def chunk_loss(S, sp, adv_temp, scale, dS, dsp):
             for j in range(k):
                 arg[j] = temp * (row[j] - top)
             exp_nonpositive(arg[:k], w, scratch[:k])
+        # reductions and the gradient row in separate loops: each vectorizes,
+        # the fused loop ran scalar
         norm = zero
         neg = zero
+        for j in range(k):
+            neg += w[j] * (min(-row[j], zero) - log1p_unit(e[j]))
+            norm += w[j]
+        factor = half / norm
         grad = dS[i]
         for j in range(k):
-            s = row[j]
             inv = one / (one + e[j])
-            sig = inv if s >= zero else e[j] * inv
-            neg += w[j] * (min(-s, zero) - log1p_unit(e[j]))
-            norm += w[j]
-            grad[j] = w[j] * sig
-        factor = half / norm
-        for j in range(k):
-            grad[j] *= factor
+            sig = inv if row[j] >= zero else e[j] * inv
+            grad[j] = factor * w[j] * sig
         total -= 0.5 * neg / norm
     return total
 
