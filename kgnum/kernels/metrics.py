@@ -19,6 +19,11 @@ import numba
 import numpy as np
 
 _EPS = 1e-12
+# Tiled scoring loops take the candidates in blocks of _TILE rows (100 KB at
+# dim 400) that stay in cache while every query passes over them: scoring
+# against all entities in evaluation is then bound by arithmetic, not by
+# streaming the entity table once per query.
+_TILE = 64
 
 
 # -- dot: q . x -----------------------------------------------------------
@@ -142,14 +147,15 @@ def l2_pos_backward(Q, X, s, ds, gamma, gQ, gX):
 @numba.njit(cache=True, fastmath=True)
 def l1_scores(Q, N, gamma, S):
     g = np.float32(gamma)
-    for i in range(Q.shape[0]):
-        q = Q[i]
-        for j in range(N.shape[0]):
-            n = N[j]
-            acc = np.float32(0.0)
-            for k in range(q.shape[0]):
-                acc += abs(q[k] - n[k])
-            S[i, j] = g - acc
+    for j0 in range(0, N.shape[0], _TILE):
+        for i in range(Q.shape[0]):
+            q = Q[i]
+            for j in range(j0, min(j0 + _TILE, N.shape[0])):
+                n = N[j]
+                acc = np.float32(0.0)
+                for k in range(q.shape[0]):
+                    acc += abs(q[k] - n[k])
+                S[i, j] = g - acc
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -206,16 +212,17 @@ def _sqrt(x):
 def cmod_scores(Q, N, gamma, S):
     half = Q.shape[1] // 2
     g = np.float32(gamma)
-    for i in range(Q.shape[0]):
-        q_re, q_im = Q[i, :half], Q[i, half:]
-        for j in range(N.shape[0]):
-            n_re, n_im = N[j, :half], N[j, half:]
-            acc = np.float32(0.0)
-            for k in range(half):
-                dr = q_re[k] - n_re[k]
-                di = q_im[k] - n_im[k]
-                acc += _sqrt(dr * dr + di * di)
-            S[i, j] = g - acc
+    for j0 in range(0, N.shape[0], _TILE):
+        for i in range(Q.shape[0]):
+            q_re, q_im = Q[i, :half], Q[i, half:]
+            for j in range(j0, min(j0 + _TILE, N.shape[0])):
+                n_re, n_im = N[j, :half], N[j, half:]
+                acc = np.float32(0.0)
+                for k in range(half):
+                    dr = q_re[k] - n_re[k]
+                    di = q_im[k] - n_im[k]
+                    acc += _sqrt(dr * dr + di * di)
+                S[i, j] = g - acc
 
 
 @numba.njit(cache=True, fastmath=True)
