@@ -227,29 +227,50 @@ def cmod_scores(Q, N, gamma, S):
 
 @numba.njit(cache=True, fastmath=True)
 def cmod_backward(Q, N, S, dS, gamma, gQ, gN):
-    # two passes per pair: the per-component unit vectors into a small buffer,
-    # then plain adds; each pass vectorizes, the fused loop did not
-    half = Q.shape[1] // 2
+    # Per (query, negative) pair: the unit vectors w (q - n) / |q - n| into a
+    # small buffer, then plain adds (each loop vectorizes; the fused loop did
+    # not). Queries go two at a time, so each negative's row and gradient row
+    # are loaded and stored once per two pairs.
+    c, half = Q.shape[0], Q.shape[1] // 2
     tiny = np.float32(1e-30)
-    unit = np.empty(2 * half, dtype=np.float32)
+    u1 = np.empty(2 * half, dtype=np.float32)
+    u2 = np.empty(2 * half, dtype=np.float32)
     gN[:] = 0.0
-    for i in range(Q.shape[0]):
-        q_re, q_im = Q[i, :half], Q[i, half:]
-        gq = gQ[i]
-        gq[:] = 0.0
+    gQ[:] = 0.0
+    for i in range(0, c - 1, 2):
+        a_re, a_im, ga = Q[i, :half], Q[i, half:], gQ[i]
+        b_re, b_im, gb = Q[i + 1, :half], Q[i + 1, half:], gQ[i + 1]
+        for j in range(N.shape[0]):
+            w1, w2 = dS[i, j], dS[i + 1, j]
+            n_re, n_im, gn = N[j, :half], N[j, half:], gN[j]
+            for k in range(half):
+                nr, ni = n_re[k], n_im[k]
+                dr, di = a_re[k] - nr, a_im[k] - ni
+                inv = w1 / np.sqrt(max(dr * dr + di * di, tiny))
+                u1[k] = inv * dr
+                u1[half + k] = inv * di
+                dr, di = b_re[k] - nr, b_im[k] - ni
+                inv = w2 / np.sqrt(max(dr * dr + di * di, tiny))
+                u2[k] = inv * dr
+                u2[half + k] = inv * di
+            for k in range(2 * half):
+                ga[k] -= u1[k]
+                gb[k] -= u2[k]
+                gn[k] += u1[k] + u2[k]
+    if c % 2 == 1:
+        i = c - 1
+        q_re, q_im, gq = Q[i, :half], Q[i, half:], gQ[i]
         for j in range(N.shape[0]):
             w = dS[i, j]
-            n_re, n_im = N[j, :half], N[j, half:]
+            n_re, n_im, gn = N[j, :half], N[j, half:], gN[j]
             for k in range(half):
-                dr = q_re[k] - n_re[k]
-                di = q_im[k] - n_im[k]
+                dr, di = q_re[k] - n_re[k], q_im[k] - n_im[k]
                 inv = w / np.sqrt(max(dr * dr + di * di, tiny))
-                unit[k] = inv * dr
-                unit[half + k] = inv * di
-            gn = gN[j]
+                u1[k] = inv * dr
+                u1[half + k] = inv * di
             for k in range(2 * half):
-                gq[k] -= unit[k]
-                gn[k] += unit[k]
+                gq[k] -= u1[k]
+                gn[k] += u1[k]
 
 
 @numba.njit(cache=True, fastmath=True)
