@@ -14,9 +14,11 @@ PRESETS: dict[str, dict[str, dict]] = {
         # gamma only sets the init scale of bilinear models: (gamma + 2) / dim = 0.36
         "DistMult": dict(_FB_COMMON, lr=0.1, gamma=143.0, reg_coef=1e-5, reg_norm=3, time_budget=900,
                          valid_every=9000),
+        # a sharper self-adversarial softmax (temperature 2) lifted ComplEx by ~0.01-0.02 valid MRR
         "ComplEx": dict(_FB_COMMON, lr=0.1, gamma=143.0, reg_coef=1e-5, reg_norm=3, time_budget=900,
-                        valid_every=9000),
-        "RotatE": dict(_FB_COMMON, lr=0.1, gamma=9.0, time_budget=900, valid_every=10000),
+                        valid_every=9000, adv_temp=2.0, patience=5),
+        # RotatE wants a smaller step and margin than the others (lr 0.1 / gamma 9 trailed by ~0.015)
+        "RotatE": dict(_FB_COMMON, lr=0.02, gamma=6.0, time_budget=900, valid_every=5000),
     },
     "umls": {
         # UMLS overfits within seconds: validate often, keep the best tables
