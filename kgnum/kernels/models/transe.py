@@ -5,27 +5,41 @@ import numpy as np
 from ..registry import ScoreFunction, register
 
 
+def numpy_query(H, R, T, predict_head):
+    # |h + r - t| = |q - x| with q = h + r (tail side) or q = t - r (head side)
+    return T - R if predict_head else H + R
+
+
+def numpy_query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
+    if predict_head:
+        gT += gQ
+        gR -= gQ
+    else:
+        gH += gQ
+        gR += gQ
+
+
 @numba.njit(cache=True, fastmath=True)
 def query(H, R, T, predict_head):
-    # |h + r - t| = |q - x| with q = h + r (tail side) or q = t - r (head side)
-    if predict_head:
-        return T - R
-    return H + R
+    Q = np.empty_like(H)
+    q, r = Q.reshape(-1), R.reshape(-1)
+    x = T.reshape(-1) if predict_head else H.reshape(-1)
+    sign = np.float32(-1.0) if predict_head else np.float32(1.0)
+    for m in range(q.shape[0]):
+        q[m] = x[m] + sign * r[m]
+    return Q
 
 
 @numba.njit(cache=True, fastmath=True)
 def query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
-    # flat views of the (contiguous) buffers: 1-D in-place passes vectorize, 2-D ones less so
-    q = gQ.reshape(-1)
-    r = gR.reshape(-1)
-    if predict_head:
-        t = gT.reshape(-1)
-        t += q
-        r -= q
-    else:
-        h = gH.reshape(-1)
-        h += q
-        r += q
+    # one flat 1-D loop over the (contiguous) buffers for either side: the
+    # in-place array expressions (h += q) ran 5x slower on the tail side
+    q, gr = gQ.reshape(-1), gR.reshape(-1)
+    gx = gT.reshape(-1) if predict_head else gH.reshape(-1)
+    sign = np.float32(-1.0) if predict_head else np.float32(1.0)
+    for m in range(q.shape[0]):
+        gx[m] += q[m]
+        gr[m] += sign * q[m]
 
 
 def score_l2(h, r, t, gamma):
@@ -48,6 +62,8 @@ def grad_l1(h, r, t, gamma):
 
 
 register(ScoreFunction("TransE_l2", "l2", score_l2, grad_l2, relation_dim=lambda d: d,
-                       query=query, query_backward=query_backward))
+                       query=query, query_backward=query_backward,
+                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward))
 register(ScoreFunction("TransE_l1", "l1", score_l1, grad_l1, relation_dim=lambda d: d,
-                       query=query, query_backward=query_backward))
+                       query=query, query_backward=query_backward,
+                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward))
