@@ -23,6 +23,7 @@ import pytest
 import scipy.stats
 
 from kgnum.kernels.losses import chunk_loss
+from kgnum.kernels.memory import gather_rows
 from kgnum.kernels.optim import adagrad_accumulate, adagrad_apply
 from kgnum.kernels.reference import (
     loss_and_score_grads,
@@ -289,6 +290,25 @@ def test_adagrad_kernels_match_numpy_with_duplicate_rows():
     # untouched rows bit-identical
     for row in (1, 4, 6, 8):
         assert s_nb[row] == state[row] and np.array_equal(t_nb[row], table[row])
+
+
+@pytest.mark.parametrize("dim", [1, 7, 16, 33])
+def test_gather_and_adagrad_over_many_rows_match_numpy(dim):
+    # long enough that rows are prefetched ahead of the one being copied/updated
+    rng = np.random.default_rng(dim)
+    table = rng.normal(size=(30, dim)).astype(np.float32)
+    for n in (0, 1, 3, 50):
+        rows = rng.integers(0, 30, n)
+        np.testing.assert_array_equal(gather_rows(table, rows), table[rows])
+    rows = rng.integers(0, 30, 50)  # duplicates certain
+    grads = rng.normal(size=(50, dim)).astype(np.float32)
+    state = rng.uniform(0.0, 0.5, 30).astype(np.float32)
+    t_ref, s_ref = table.copy(), state.copy()
+    numpy_adagrad(t_ref, s_ref, [(rows, grads)], 0.1)
+    adagrad_accumulate(state, rows, grads)
+    adagrad_apply(table, state, rows, grads, 0.1)
+    np.testing.assert_allclose(state, s_ref, rtol=1e-6)
+    np.testing.assert_allclose(table, t_ref, rtol=1e-5, atol=1e-6)
 
 
 def random_graph(rng, n_entities, n_relations, n_edges):

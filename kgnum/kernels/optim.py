@@ -9,6 +9,8 @@ import math
 
 import numba
 
+from .memory import AHEAD, prefetch_row_for_write
+
 
 @numba.njit(cache=True, fastmath=True)
 def adagrad_accumulate(state, rows, grads):
@@ -25,7 +27,12 @@ def adagrad_accumulate(state, rows, grads):
 @numba.njit(cache=True, fastmath=True)
 def adagrad_apply(table, state, rows, grads, lr):
     """table (n_rows, dim) float32 -= lr * grads / (sqrt(state[rows]) + 1e-10), in place."""
-    for i in range(rows.shape[0]):
+    n = rows.shape[0]
+    for i in range(min(AHEAD, n)):
+        prefetch_row_for_write(table, rows[i])
+    for i in range(n):
+        if i + AHEAD < n:
+            prefetch_row_for_write(table, rows[i + AHEAD])
         row = rows[i]
         step = numba.float32(lr / (math.sqrt(state[row]) + 1e-10))
         target, g = table[row], grads[i]

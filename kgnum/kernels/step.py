@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 from .losses import add_regularization, chunk_loss
+from .memory import gather_rows
 from .metrics import METRIC_KERNELS
 from .optim import adagrad_accumulate, adagrad_apply
 from .registry import ScoreFunction, get_model
@@ -28,7 +29,8 @@ from .sampling import sample_negatives
 @numba.njit(cache=True, fastmath=True, nogil=True)
 def _gather(entity, relation, heads, rels, tails, negs):
     """The chunk's rows as contiguous float32 copies: H, R, T (c, .), N (k, d)."""
-    return entity[heads], relation[rels], entity[tails], entity[negs]
+    return (gather_rows(entity, heads), gather_rows(relation, rels), gather_rows(entity, tails),
+            gather_rows(entity, negs))
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
