@@ -1,17 +1,23 @@
-"""Logistic loss with shared negatives and self-adversarial weighting (DGL-KE's)."""
+"""Logistic loss with shared negatives and self-adversarial weighting (DGL-KE's).
+
+Compiled with NumPy's error model: under Numba's default (Python's) every
+float division checks for a zero divisor and raises, and that branch keeps
+the per-element sigmoid loop scalar (one divide per element); here a
+division by zero gives inf, as in NumPy, and the loop vectorizes.
+"""
 import math
 
 import numba
 import numpy as np
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def logsigmoid(x):
     # stable for large |x|
     return min(x, 0.0) - math.log1p(math.exp(-abs(x)))
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def sigmoid(x):
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
@@ -19,7 +25,7 @@ def sigmoid(x):
     return e / (1.0 + e)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def exp_nonpositive(x, out, scratch):
     """out = exp(x) for x <= 0 (float32 arrays of equal length), vectorizable.
 
@@ -43,7 +49,7 @@ def exp_nonpositive(x, out, scratch):
         out[j] *= bits[j]
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def log1p_unit(e):
     """log(1 + e) for e in [0, 1]: a degree-8 fit on Chebyshev nodes (max error 3.4e-8 in
     exact arithmetic), no division, vectorizable."""
@@ -54,7 +60,7 @@ def log1p_unit(e):
                     -6.1514709568e-03))))))))
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def chunk_loss(S, sp, adv_temp, scale, dS, dsp):
     """Loss of a chunk and its gradients with respect to the scores.
 
@@ -112,7 +118,7 @@ def chunk_loss(S, sp, adv_temp, scale, dS, dsp):
     return total
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def add_regularization(rows, coef, norm, grads):
     """Add the gradient of coef * sum |x|^norm (norm 2 or 3) over the rows into grads; returns the penalty."""
     penalty = 0.0
