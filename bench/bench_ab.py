@@ -1,0 +1,100 @@
+"""Interleaved A/B of the training loop: this working tree against a git revision.
+
+    python bench/bench_ab.py HEAD~1                      # TransE_l2, 20 pairs
+    python bench/bench_ab.py v0.1 --model RotatE --pairs 10
+
+On a shared machine two benchmark runs minutes apart differ by more than a
+kernel change of a few percent. This script loads both versions of
+``kgnum.kernels`` into one process (the revision is extracted with
+``git archive`` into a temporary directory and imported under another
+name), then times ``train_kernel`` on FB15k-237 (dim 400, 200 negatives
+shared by chunks of 200, batch 1000) in short alternating bursts on one
+core, by CPU time, and prints the per-pair ratio new/old. Each version
+trains its own tables from the same initial state, so both see the same
+data, the same kind of rows and comparable embedding norms.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import kgnum
+from kgnum.kernels.registry import get_model
+
+REPO = Path(__file__).resolve().parent.parent
+DIM, NEG, CHUNK, BATCH = 400, 200, 200, 1000
+
+
+def import_revision(rev: str, into: Path):
+    """kgnum.kernels.step of git revision ``rev``, imported as kgnum_<sha>.kernels.step."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", rev, "kgnum"], cwd=REPO, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    name = f"kgnum_{sha}"
+    (into / "kgnum").rename(into / name)
+    sys.path.insert(0, str(into))
+    return sha, importlib.import_module(f"{name}.kernels.step")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("revision", help="git revision to compare against (e.g. HEAD~1)")
+    parser.add_argument("--model", default="TransE_l2")
+    parser.add_argument("--dataset", default="FB15k-237")
+    parser.add_argument("--pairs", type=int, default=20, help="alternating (old, new) measurements")
+    parser.add_argument("--positives", type=int, default=20_000, help="positives per measurement")
+    args = parser.parse_args()
+
+    threadpool_limits(1)
+    import kgnum.kernels.step as new_step
+
+    kg = kgnum.load_dataset(args.dataset)
+    sf = get_model(args.model)
+    edges = kg.train.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(edges)).astype(np.int64)
+    cdf = np.empty(0, dtype=np.float64)
+    with tempfile.TemporaryDirectory() as tmp:
+        sha, old_step = import_revision(args.revision, Path(tmp))
+        kernels = {"old": old_step.train_kernel(args.model), "new": new_step.train_kernel(args.model)}
+        tables = {}
+        for name in kernels:
+            ent, rel = sf.init_tables(kg.n_entities, kg.n_relations, DIM, 9.0, np.random.default_rng(0))[:2]
+            tables[name] = (ent, rel, np.zeros(len(ent), np.float32), np.zeros(len(rel), np.float32))
+
+        def run(name, a, b):
+            return kernels[name](*tables[name], edges, order, a, b, BATCH, CHUNK, NEG, cdf, 9.0, 0.25, 1.0,
+                                 0.0, 3, 0)
+
+        for name in kernels:
+            run(name, 0, BATCH)  # compile
+        rates = {name: [] for name in kernels}
+        step = args.positives
+        for i in range(args.pairs):
+            a = (i * step) % (len(edges) - step)
+            for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
+                t0 = time.process_time()
+                run(name, a, a + step)
+                rates[name].append(step / (time.process_time() - t0))
+
+    print(f"{args.model} on {args.dataset}, one core, {args.pairs} pairs of {step:,} positives "
+          f"(CPU time); old = {args.revision} ({sha}), new = working tree")
+    for name, r in rates.items():
+        r = np.array(r)
+        print(f"{name}: median {np.median(r):,.0f}/s  min {r.min():,.0f}  max {r.max():,.0f}")
+    ratio = np.array(rates["new"]) / np.array(rates["old"])
+    print(f"new/old per pair: median {np.median(ratio):.3f} (min {ratio.min():.3f}, max {ratio.max():.3f}; "
+          f"{(ratio > 1).sum()} of {len(ratio)} pairs faster)")
+
+
+if __name__ == "__main__":
+    main()
