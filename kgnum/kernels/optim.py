@@ -9,14 +9,19 @@ import math
 
 import numba
 
-from .memory import AHEAD, prefetch_row_for_write
+from .memory import AHEAD, prefetch_item_for_write, prefetch_row_for_write
 
 
 @numba.njit(cache=True, fastmath=True)
 def adagrad_accumulate(state, rows, grads):
     """state (n_rows,) float32 += mean over dim of grads**2 at rows (m,) int; grads (m, dim)."""
     dim = grads.shape[1]
-    for i in range(rows.shape[0]):
+    n = rows.shape[0]
+    for i in range(min(AHEAD, n)):
+        prefetch_item_for_write(state, rows[i])
+    for i in range(n):
+        if i + AHEAD < n:
+            prefetch_item_for_write(state, rows[i + AHEAD])
         g = grads[i]  # 1-D row views vectorize; 2-D indexing in the inner loop does not
         acc = numba.float32(0.0)
         for k in range(dim):
