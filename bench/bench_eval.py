@@ -1,6 +1,11 @@
 """Filtered evaluation speed: kgnum vs a plain NumPy ranking, in one run.
 
     python bench/bench_eval.py                 # FB15k-237 test, TransE_l2 dim 400, both sides
+    python bench/bench_eval.py --tiled-models  # TransE_l2 only
+
+Then the models whose metric has no BLAS product (RotatE, TransE_l1): their
+scoring splits query rows over threads; timed on one thread and on all
+threads in the same run.
 
 kgnum: ``kgnum.evaluate`` (BLAS scoring of each distinct (anchor, relation)
 once, Numba filtered ranking). Reference: NumPy scoring per batch of queries
@@ -14,6 +19,7 @@ import argparse
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import kgnum
 from kgnum.eval import FilterIndex
@@ -46,6 +52,7 @@ def main():
     parser.add_argument("--dataset", default="FB15k-237")
     parser.add_argument("--dim", type=int, default=400)
     parser.add_argument("--sample", type=int, default=2000, help="queries per side for the NumPy reference")
+    parser.add_argument("--tiled-models", nargs="*", default=["RotatE", "TransE_l1"])
     args = parser.parse_args()
     kg = kgnum.load_dataset(args.dataset)
     emb = kgnum.train(kg, "TransE_l2", dim=args.dim, max_steps=1, progress=False)
@@ -68,6 +75,15 @@ def main():
     print(f"kgnum.evaluate: {ours:6.2f} s   ({n / ours:,.0f} queries/s)")
     print(f"NumPy reference: {per_query * n:6.2f} s   (extrapolated from {2 * args.sample:,} queries)")
     print(f"speed-up: {per_query * n / ours:.1f}x   ranks agreeing (within 0.5): {100 * agree:.2f}%")
+    for model in args.tiled_models:
+        emb = kgnum.train(kg, model, dim=args.dim, max_steps=1, progress=False)
+        kgnum.evaluate(emb, kg, "valid")  # compile
+        with threadpool_limits(1):
+            one = kgnum.evaluate(emb, kg)
+        every = kgnum.evaluate(emb, kg)
+        same = "same" if one["mrr"] == every["mrr"] else "DIFFERENT"
+        print(f"{model} dim {args.dim}: {one['eval_seconds']:.1f} s on 1 thread, {every['eval_seconds']:.1f} s "
+              f"on all ({one['eval_seconds'] / every['eval_seconds']:.2f}x; {same} MRR)")
 
 
 if __name__ == "__main__":

@@ -7,16 +7,26 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
-from .kernels.metrics import METRIC_KERNELS
+from .kernels.metrics import METRIC_KERNELS, TILED
 from .kernels.registry import get_model
 
 log = logging.getLogger("kgnum")
 
 FORMAT_VERSION = 1
 _TABLES = ("entity", "relation", "entity_state", "relation_state")
+
+
+def _scoring_threads(n_rows: int) -> int:
+    """Threads for a tiled metric's scoring: as many as BLAS may use now (so
+    ``threadpool_limits`` governs both kinds of model), at most one per 16 rows."""
+    limits = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(min(limits, default=cores), cores, n_rows // 16))
 
 
 class Embeddings:
@@ -103,7 +113,17 @@ class Embeddings:
             return self._score_candidates_pairwise(anchors, rels, predict_head)
         query = sf.query(anchors, rels, anchors, bool(predict_head))
         out = np.empty((query.shape[0], self.n_entities), dtype=np.float32)
-        METRIC_KERNELS[sf.metric][0](query, self.entity, np.float32(self.gamma), out)
+        scores = METRIC_KERNELS[sf.metric][0]
+        gamma = np.float32(self.gamma)
+        threads = _scoring_threads(query.shape[0]) if sf.metric in TILED else 1
+        if threads == 1:
+            scores(query, self.entity, gamma, out)
+            return out
+        bounds = np.linspace(0, query.shape[0], threads + 1).astype(int)
+        with ThreadPoolExecutor(threads) as pool:
+            for done in [pool.submit(scores, query[a:b], self.entity, gamma, out[a:b])
+                         for a, b in zip(bounds[:-1], bounds[1:])]:
+                done.result()
         return out
 
     def _score_candidates_pairwise(self, anchors, rels, predict_head):

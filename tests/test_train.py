@@ -96,6 +96,29 @@ def test_score_candidates_agree_with_reference_scores(small_kg):
         np.testing.assert_allclose(heads, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("model", ["RotatE", "TransE_l1"])
+def test_tiled_scoring_split_over_threads_gives_the_same_scores(small_kg, model):
+    # tiled metrics split the query rows over as many threads as BLAS may use
+    from threadpoolctl import threadpool_limits
+
+    from kgnum.embeddings import _scoring_threads
+
+    emb = kgnum.train(small_kg, model, max_steps=5, **FAST)
+    rows = np.arange(64) % small_kg.n_entities
+    rels = np.arange(64) % small_kg.n_relations
+    with threadpool_limits(1):
+        assert _scoring_threads(64) == 1
+        one = emb.score_candidates(rows, rels, False)
+    if len(os.sched_getaffinity(0)) > 1:
+        assert _scoring_threads(64) > 1
+    assert _scoring_threads(8) == 1  # too few rows to split
+    split = emb.score_candidates(rows, rels, False)
+    assert np.array_equal(split, one)
+    ref = emb.score(np.repeat(rows, emb.n_entities), np.repeat(rels, emb.n_entities),
+                    np.tile(np.arange(emb.n_entities), 64)).reshape(64, -1)
+    np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_resume_continues_and_rejects_other_model(small_kg, tmp_path):
     first = kgnum.train(small_kg, "TransE_l2", epochs=2, save=str(tmp_path / "m"), **FAST)
     saved = kgnum.load(str(tmp_path / "m"))

@@ -12,6 +12,9 @@ Each metric provides four Numba functions with the same signatures:
 
 ``dot`` and ``l2`` run their (c x d) @ (d x k) products through BLAS; ``l1``
 and ``cmod`` have no product form and use loops the compiler vectorizes.
+``TILED`` names the latter: their ``scores`` release the GIL, so scoring
+queries against every entity can split the query rows over threads
+(``Embeddings.score_candidates``), as BLAS does for the others.
 Inner loops run over 1-D row views (``q = Q[i]``): Numba vectorizes those
 several times better than 2-D indexing ``Q[i, k]``.
 """
@@ -24,6 +27,7 @@ _EPS = 1e-12
 # against all entities in evaluation is then bound by arithmetic, not by
 # streaming the entity table once per query.
 _TILE = 64
+TILED = ("l1", "cmod")
 
 
 # -- dot: q . x -----------------------------------------------------------
@@ -144,7 +148,7 @@ def l2_pos_backward(Q, X, s, ds, gamma, gQ, gX):
 
 
 # -- l1: gamma - ||q - x||_1 --------------------------------------------------
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, nogil=True)
 def l1_scores(Q, N, gamma, S):
     g = np.float32(gamma)
     for j0 in range(0, N.shape[0], _TILE):
@@ -208,7 +212,7 @@ def _sqrt(x):
     return x * (np.float32(1.0) / np.sqrt(x))
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, nogil=True)
 def cmod_scores(Q, N, gamma, S):
     half = Q.shape[1] // 2
     g = np.float32(gamma)
