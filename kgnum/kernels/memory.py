@@ -72,8 +72,6 @@ def gather_rows(table, ids):
     """table[ids] as a new contiguous array, prefetching ``AHEAD`` rows ahead."""
     n = ids.shape[0]
     out = np.empty((n, table.shape[1]), dtype=table.dtype)
-    for j in range(min(AHEAD, n)):
-        prefetch_row(table, ids[j])
     for j in range(n):
         if j + AHEAD < n:
             prefetch_row(table, ids[j + AHEAD])

@@ -17,8 +17,6 @@ def adagrad_accumulate(state, rows, grads):
     """state (n_rows,) float32 += mean over dim of grads**2 at rows (m,) int; grads (m, dim)."""
     dim = grads.shape[1]
     n = rows.shape[0]
-    for i in range(min(AHEAD, n)):
-        prefetch_item_for_write(state, rows[i])
     for i in range(n):
         if i + AHEAD < n:
             prefetch_item_for_write(state, rows[i + AHEAD])
@@ -33,8 +31,6 @@ def adagrad_accumulate(state, rows, grads):
 def adagrad_apply(table, state, rows, grads, lr):
     """table (n_rows, dim) float32 -= lr * grads / (sqrt(state[rows]) + 1e-10), in place."""
     n = rows.shape[0]
-    for i in range(min(AHEAD, n)):
-        prefetch_row_for_write(table, rows[i])
     for i in range(n):
         if i + AHEAD < n:
             prefetch_row_for_write(table, rows[i + AHEAD])
