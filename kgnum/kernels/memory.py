@@ -8,7 +8,7 @@ instead of one. Adagrad's per-row state (one float per row, 20 MB for 5
 million entities) is requested the same way before its random updates.
 """
 import numba
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -16,6 +16,8 @@ import numpy as np
 
 AHEAD = 4  # rows requested ahead of the one being copied
 _LINE = 16  # float32 values per 64-byte cache line
+# the intrinsic's name carries its pointer type: typed i8* up to LLVM 14, opaque after
+_PREFETCH = "llvm.prefetch.p0" if binding.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
 def _prefetch_intrinsic(for_write):
@@ -31,11 +33,12 @@ def _prefetch_intrinsic(for_write):
             parts = cgutils.unpack_tuple(builder, args[1], len(idxty))
             idx = [context.cast(builder, v, t, types.intp) for v, t in zip(parts, idxty)]
             ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx)
+            addr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
             i32 = ir.IntType(32)
-            fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            fnty = ir.FunctionType(ir.VoidType(), [addr.type, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
             # (address, 0 read / 1 write, locality 3 = keep in all levels, 1 = data cache)
-            builder.call(fn, [ptr, i32(rw), i32(3), i32(1)])
+            builder.call(fn, [addr, i32(rw), i32(3), i32(1)])
             return context.get_dummy_value()
 
         return types.void(table, index), codegen
