@@ -18,7 +18,8 @@ A score function g(h, r, t) (higher = more plausible) is described by:
   scoring a chunk against shared negatives is then a dense
   (chunk x dim) @ (dim x neg) product or a tiled kernel of the same shape.
   ``query(H, R, T, predict_head) -> Q`` and
-  ``query_backward(gQ, H, R, T, predict_head) -> (gH, gR, gT)`` are Numba
+  ``query_backward(gQ, H, R, T, predict_head, gH, gR, gT)``, which adds the
+  gradient reaching H, R and T through Q into gH, gR and gT, are Numba
   functions. Written with array expressions, their ``py_func`` is the NumPy
   implementation of the same step; a model whose fast form is written as
   loops gives the array-expression form as ``numpy_query`` and
