@@ -24,6 +24,8 @@ _TABLES = ("entity", "relation", "entity_state", "relation_state")
 def _scoring_threads(n_rows: int) -> int:
     """Threads for a tiled metric's scoring: as many as BLAS may use now (so
     ``threadpool_limits`` governs both kinds of model), at most one per 16 rows."""
+    if n_rows < 32:  # one thread anyway: skip the (about 1 ms) look-up of the BLAS limit
+        return 1
     limits = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(min(limits, default=cores), cores, n_rows // 16))
