@@ -9,7 +9,10 @@ import resource
 import sys
 import time
 
+from dataclasses import fields
+
 from .config import TrainConfig
+from .kernels.registry import model_names
 from .presets import PRESETS, preset_values
 
 log = logging.getLogger("kgnum")
@@ -33,36 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgnum", description="Fast knowledge-graph embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train embeddings, then evaluate",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = sub.add_parser("train", help="train embeddings, then evaluate")
     _data_args(t)
-    d = TrainConfig()
     t.add_argument("--preset", choices=sorted(PRESETS), help="tuned defaults for a dataset; explicit flags win")
-    t.add_argument("--model", default=None, help=f"score function (default {d.model}); one of "
-                   "TransE_l1, TransE_l2, DistMult, ComplEx, RotatE, RESCAL, TransR, SimplE")
-    t.add_argument("--dim", type=int, help=f"real floats per entity row for every model: ComplEx and RotatE "
-                   f"with --dim 400 hold 200 complex numbers (default {d.dim})")
-    t.add_argument("--neg", type=int, help=f"negatives shared by each chunk (default {d.neg})")
-    t.add_argument("--neg-chunk", type=int, help=f"positives per chunk sharing negatives (default {d.neg_chunk})")
-    t.add_argument("--neg-sampling", choices=["uniform", "degree"], help="negative distribution (default uniform)")
-    t.add_argument("--batch", type=int, help=f"positives per step (default {d.batch})")
-    t.add_argument("--lr", type=float, help=f"Adagrad learning rate (default {d.lr})")
-    t.add_argument("--gamma", type=float, help=f"margin of distance models; also sets the init scale "
-                   f"(default {d.gamma})")
-    t.add_argument("--adv", action="store_true", default=None, help="self-adversarial negative weighting")
-    t.add_argument("--adv-temp", type=float, help=f"temperature of --adv (default {d.adv_temp})")
-    t.add_argument("--reg-coef", type=float, help="L2/L3 regularization coefficient (default 0)")
-    t.add_argument("--reg-norm", type=int, choices=[2, 3], help="regularization norm (default 3)")
-    stop = t.add_argument_group("stopping (the first reached wins)")
-    stop.add_argument("--max-steps", type=int, help="steps (batches) in total over all workers")
-    stop.add_argument("--epochs", type=float, help="passes over the training triples")
-    stop.add_argument("--time-budget", type=float, help="seconds of training")
-    stop.add_argument("--valid-every", type=int, help="evaluate on valid every N steps; stop early when "
-                      "valid MRR stops improving and keep the best tables")
-    stop.add_argument("--patience", type=int, help="validations without improvement before stopping (default 3)")
-    stop.add_argument("--valid-sample", type=int, help="validate on at most this many valid triples")
-    t.add_argument("--workers", type=int, help="worker processes (Hogwild on shared memory); default 1")
-    t.add_argument("--seed", type=int, help="random seed; single-process runs are deterministic (default 0)")
+    _config_args(t)
     t.add_argument("--save", help="directory to save the model to (written atomically)")
     t.add_argument("--checkpoint-every", type=float, help="also save every N seconds while training")
     t.add_argument("--load", help="resume training from a saved model (same --model and --dim)")
@@ -91,9 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_CONFIG_FLAGS = ("model", "dim", "neg", "neg_chunk", "neg_sampling", "batch", "lr", "gamma", "adv",
-                 "adv_temp", "reg_coef", "reg_norm", "max_steps", "epochs", "time_budget",
-                 "valid_every", "patience", "valid_sample", "workers", "seed")
+_CONFIG_FLAGS = tuple(f.name for f in fields(TrainConfig))
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, its help and default taken from the field; every flag
+    defaults to None so the CLI can tell an explicit flag from a preset or saved value."""
+    stop = p.add_argument_group("stopping (the first reached wins)")
+    for f in fields(TrainConfig):
+        help_text = f.metadata["help"]
+        if f.name == "model":
+            help_text += f"; one of {', '.join(model_names())}"
+        if f.default is not None and f.type != "bool":
+            help_text += f" (default {f.default})"
+        target = stop if f.metadata.get("group") == "stop" else p
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            target.add_argument(flag, action="store_true", default=None, help=help_text + " (default off)")
+            continue
+        kind = {"int": int, "float": float, "str": str}[f.type.split(" ")[0]]
+        target.add_argument(flag, type=kind, choices=f.metadata.get("choices"), help=help_text)
 
 
 def _config_from_args(args) -> dict:
@@ -143,20 +137,23 @@ def cmd_train(args) -> int:
     kg = _load_kg(args)
     options = _config_from_args(args)
     model = options.pop("model", TrainConfig().model)
-    if not any(options.get(k) for k in ("max_steps", "epochs", "time_budget")):
-        raise ValueError("give a stopping rule: --max-steps, --epochs or --time-budget")
     init = kgnum.load(args.load) if args.load else None
     log.info("%s; training %s", kg, model)
     emb = kgnum.train(kg, model, init=init, save=args.save, checkpoint_every=args.checkpoint_every,
                       progress=not args.no_progress, **options)
     stats = emb.train_stats
     print(f"trained {emb.model} dim {emb.dim}: {stats['steps']:,} steps, {stats['train_seconds']:.1f} s, "
-          f"{stats['triples_per_second']:,.0f} positive triples/s ({stats['workers']} worker(s))")
+          f"{stats['triples_per_second']:,.0f} positive triples/s ({stats['workers']} worker(s), "
+          f"backend {stats['backend']})")
     payload = {"model": emb.model, "dim": emb.dim, "train_seconds": stats["train_seconds"],
                "triples_per_second": stats["triples_per_second"], "steps": stats["steps"],
-               "workers": stats["workers"], "config": emb.config}
+               "workers": stats["workers"], "backend": stats["backend"], "config": emb.config,
+               "valid_history": stats["valid_history"], "best_step": stats["best_step"],
+               "tables": "best" if stats["restored_best"] else "last"}
     if args.eval_split != "none":
         metrics = kgnum.evaluate(emb, kg, args.eval_split)
+        if stats["restored_best"]:
+            log.info("%s metrics of the best tables, step %d", args.eval_split, stats["best_step"])
         _print_metrics(args.eval_split, metrics)
         payload[args.eval_split] = _public_metrics(metrics)
         payload["eval_seconds"] = metrics["eval_seconds"]
@@ -212,7 +209,7 @@ def main(argv=None) -> int:
     try:
         return {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
                 "similar": cmd_similar}[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         # KGDataError is a ValueError: input problems are one clear line, not a traceback
         print(f"kgnum {args.command}: error: {e}", file=sys.stderr)
         return 2

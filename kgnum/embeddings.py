@@ -56,6 +56,12 @@ class Embeddings:
         self._entity_index = None
         self._relation_index = None
 
+    def with_tables(self, tables, train_stats: dict | None = None) -> "Embeddings":
+        """The same model (config, vocabularies) holding ``tables`` (a ``kernels.step.Tables``;
+        Adagrad state None: zeros), not copied."""
+        return Embeddings(self.model, tables.entity, tables.relation, self.config, self.entity_names,
+                          self.relation_names, tables.entity_state, tables.relation_state, train_stats)
+
     # -- basic facts ---------------------------------------------------------
     @property
     def dim(self) -> int:

@@ -34,7 +34,8 @@ from kgnum.kernels.reference import (
 )
 from kgnum.kernels.registry import get_model, model_names
 from kgnum.kernels.sampling import degree_cdf, sample_negatives, seed_kernel_rng
-from kgnum.kernels.step import chunk_gradient_kernel, train_kernel
+from kgnum.kernels.step import Tables, chunk_gradient_kernel, step_params, train_kernel
+from kgnum.kernels.terms import TERMS, RegParams
 
 MODELS = model_names()
 GAMMA = 6.0
@@ -153,21 +154,18 @@ def test_reference_score_and_grad_broadcast(name):
 
 
 # -- 2. Numba chunk kernel vs the pairwise NumPy reference ----------------------
-@pytest.mark.parametrize("reg", [(0.0, 2), (0.01, 2), (0.01, 3)], ids=["noreg", "reg2", "reg3"])
 @pytest.mark.parametrize("adv_temp", [0.0, 1.0, 0.5], ids=["uniform", "adv1", "adv0.5"])
 @pytest.mark.parametrize("predict_head", [False, True], ids=["tail", "head"])
 @pytest.mark.parametrize("name", MODELS)
-def test_chunk_kernel_matches_pairwise_reference(name, predict_head, adv_temp, reg):
+def test_chunk_kernel_matches_pairwise_reference(name, predict_head, adv_temp):
     sf = get_model(name)
     entity, relation, heads, rels, tails, negs = chunk_setup(sf)
-    reg_coef, reg_norm = reg
     scale = 1.0 / 8
     kernel = chunk_gradient_kernel(name)
     e0, r0 = entity.copy(), relation.copy()
-    got = kernel(entity, relation, heads, rels, tails, negs, predict_head,
-                 GAMMA, adv_temp, scale, reg_coef, reg_norm)
+    got = kernel(entity, relation, heads, rels, tails, negs, predict_head, GAMMA, adv_temp, scale)
     want = pairwise_chunk_gradients(sf, entity, relation, heads, rels, tails, negs, predict_head,
-                                    GAMMA, adv_temp, scale, reg_coef, reg_norm)
+                                    GAMMA, adv_temp, scale)
     # the kernel is pure: tables untouched
     assert np.array_equal(entity, e0) and np.array_equal(relation, r0)
     loss, gH, gR, gT, gN = got
@@ -189,7 +187,7 @@ def test_numpy_chunk_step_matches_pairwise_reference(name, predict_head):
     """The query-form NumPy step (used by numpy_train_range) agrees with the pairwise reference."""
     sf = get_model(name)
     entity, relation, heads, rels, tails, negs = chunk_setup(sf, seed=3)
-    args = (sf, entity, relation, heads, rels, tails, negs, predict_head, GAMMA, 0.5, 0.2, 0.01, 3)
+    args = (sf, entity, relation, heads, rels, tails, negs, predict_head, GAMMA, 0.5, 0.2)
     got, want = numpy_chunk_gradients(*args), pairwise_chunk_gradients(*args)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     for label, g, w in zip(("gH", "gR", "gT", "gN"), got[1:], want[1:]):
@@ -221,7 +219,7 @@ def test_chunk_gradients_match_finite_differences_of_chunk_loss(name, predict_he
     assert min(margins) > 1e-3, "test data too close to a kink; change the seed"
 
     loss, gH, gR, gT, gN = chunk_gradient_kernel(name)(
-        entity32, relation32, heads, rels, tails, negs, predict_head, GAMMA, 0.0, scale, 0.0, 2)
+        entity32, relation32, heads, rels, tails, negs, predict_head, GAMMA, 0.0, scale)
     # scatter per-occurrence gradients onto the table rows
     g_entity = np.zeros_like(entity)
     g_relation = np.zeros_like(relation)
@@ -337,10 +335,12 @@ def _n_chunks(start, stop, batch_size, chunk_size):
 TRAIN_MODELS = [n for n in ("TransE_l2", "DistMult", "RotatE") if n.lower() in {m.lower() for m in MODELS}]
 
 
+@pytest.mark.parametrize("terms", [(), ("regularizer",)], ids=["noterms", "reg"])
 @pytest.mark.parametrize("name", TRAIN_MODELS)
-def test_train_kernel_matches_numpy_train_range(name):
+def test_train_kernel_matches_numpy_train_range(name, terms):
     """Same negatives on both sides (one Numba random stream, reseeded), several batches,
-    partial chunks and batches, head/tail alternation starting from an odd chunk index."""
+    partial chunks and batches, head/tail alternation starting from an odd chunk index, with
+    and without an extra loss term."""
     sf = get_model(name)
     rng = np.random.default_rng(6)
     n_entities, n_relations, dim = 15, 3, 8
@@ -349,27 +349,79 @@ def test_train_kernel_matches_numpy_train_range(name):
     entity, relation = sf.init_tables(n_entities, n_relations, dim, GAMMA, seed=7)
     e_state = np.zeros(n_entities, dtype=np.float32)
     r_state = np.zeros(n_relations, dtype=np.float32)
-    start, stop, batch_size, chunk_size, n_neg = 3, 37, 16, 6, 5
-    lr, adv_temp, reg_coef, reg_norm, chunk_index = 0.05, 0.5, 1e-3, 3, 1
+    start, stop, chunk_index = 3, 37, 1
+    term_params = tuple(RegParams(np.float32(1e-3), 3) for _ in terms)
+    params = step_params(16, 6, 5, None, GAMMA, 0.05, 0.5, term_params)
 
-    ref = [entity.copy(), relation.copy(), e_state.copy(), r_state.copy()]
+    ref = Tables(entity.copy(), relation.copy(), e_state.copy(), r_state.copy())
     stub = _KernelRngStub()
     seed_kernel_rng(11)
-    ref_loss, ref_ci = numpy_train_range(sf, *ref, edges, order, start, stop, batch_size, chunk_size,
-                                         n_neg, stub, GAMMA, lr, adv_temp, reg_coef, reg_norm, chunk_index)
-    n_chunks = _n_chunks(start, stop, batch_size, chunk_size)
+    ref_loss, ref_ci = numpy_train_range(sf, ref, edges, order, start, stop, params, stub, chunk_index, terms)
+    n_chunks = _n_chunks(start, stop, 16, 6)
     assert stub.calls == n_chunks == 7
 
-    got = [entity.copy(), relation.copy(), e_state.copy(), r_state.copy()]
+    got = Tables(entity.copy(), relation.copy(), e_state.copy(), r_state.copy())
     seed_kernel_rng(11)
-    loss, ci = train_kernel(name)(*got, edges, order, start, stop, batch_size, chunk_size, n_neg,
-                                  EMPTY_CDF, GAMMA, lr, adv_temp, reg_coef, reg_norm, chunk_index)
+    loss, ci = train_kernel(name, terms)(got, edges, order, start, stop, params, chunk_index)
     assert ci == ref_ci == chunk_index + n_chunks
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-4)
     for label, g, w in zip(("entity", "relation", "entity_state", "relation_state"), got, ref):
         assert g.dtype == np.float32
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4, err_msg=f"{name} {label}")
     assert not np.array_equal(got[0], entity), "training changed nothing"
+
+
+@pytest.mark.parametrize("norm", [2, 3])
+def test_regularizer_term_matches_reference_and_finite_differences(norm):
+    """The first extra loss term: its Numba kernel against its NumPy reference, the reference's
+    gradient against finite differences of its penalty, and only gathered rows touched."""
+    rng = np.random.default_rng(norm)
+    H, R, T, N = (rng.normal(size=(n, 6)).astype(np.float32) for n in (4, 4, 4, 3))
+    p = RegParams(np.float32(0.02), norm)
+    ids = np.arange(4, dtype=np.int64)
+    tables = Tables(np.zeros((5, 6), np.float32), np.zeros((2, 6), np.float32), np.zeros(5, np.float32),
+                    np.zeros(2, np.float32))
+
+    def run(fn, dtype):
+        g = [np.zeros_like(X, dtype=dtype) for X in (H, R, T, N)]
+        out = fn(p, tables, ids, ids, ids, ids[:3], H.astype(dtype), R.astype(dtype), T.astype(dtype),
+                 N.astype(dtype), *g)
+        return out, g
+
+    (pen, er, eg, rr, rg), grads = run(TERMS["regularizer"].kernel, np.float32)
+    (pen_ref, *_), grads_ref = run(TERMS["regularizer"].reference, np.float64)
+    np.testing.assert_allclose(pen, pen_ref, rtol=1e-5)
+    for g, w in zip(grads, grads_ref):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+    assert er.shape == (0,) and eg.shape == (0, 6) and rr.shape == (0,) and rg.shape == (0, 6)
+    assert not grads[3].any(), "negatives are not regularized"
+    eps = 1e-6
+    X = H.astype(np.float64)
+    for i, k in [(0, 0), (2, 5), (3, 1)]:
+        plus, minus = X.copy(), X.copy()
+        plus[i, k] += eps
+        minus[i, k] -= eps
+        fd = (0.02 * (np.abs(plus) ** norm).sum() - 0.02 * (np.abs(minus) ** norm).sum()) / (2 * eps)
+        np.testing.assert_allclose(grads_ref[0][i, k], fd, rtol=1e-5)
+
+
+def test_regularizer_penalty_is_in_the_reported_loss():
+    """With a large coefficient the reported loss grows by the penalty, scaled to loss units."""
+    sf = get_model("DistMult")
+    edges = planted_graph()
+    order = np.arange(len(edges), dtype=np.int64)
+    losses = {}
+    for coef in (0.0, 0.5):
+        entity, relation = sf.init_tables(24, 3, 8, GAMMA, seed=0)
+        tables = Tables(entity, relation, np.zeros(24, np.float32), np.zeros(3, np.float32))
+        terms, term_params = ((), ()) if coef == 0 else (("regularizer",), (RegParams(np.float32(coef), 2),))
+        params = step_params(len(edges), len(edges), 8, None, GAMMA, 1e-9, 0.0, term_params)
+        rows = (entity[edges[:, 0]], relation[edges[:, 1]], entity[edges[:, 2]])
+        penalty = coef * sum(float((x.astype(np.float64) ** 2).sum()) for x in rows)
+        seed_kernel_rng(0)
+        losses[coef] = (train_kernel("DistMult", terms)(tables, edges, order, 0, len(edges), params, 0)[0],
+                        penalty)
+    assert losses[0.5][0] == pytest.approx(losses[0.0][0] + len(edges) * losses[0.5][1], rel=1e-4)
 
 
 def planted_graph(n_entities=24, n_relations=3):
@@ -391,10 +443,11 @@ def run_epochs(name, edges, n_entities, n_relations, epochs, seed, neg_cdf=EMPTY
     rng = np.random.default_rng(seed)
     seed_kernel_rng(seed)
     losses, chunk_index = [], 0
+    params = step_params(16, 8, 8, neg_cdf, GAMMA, lr, 1.0)
     for _ in range(epochs):
         order = rng.permutation(len(edges)).astype(np.int64)
-        loss, chunk_index = kernel(entity, relation, e_state, r_state, edges, order, 0, len(edges), 16, 8, 8,
-                                   neg_cdf, GAMMA, lr, 1.0, 0.0, 3, chunk_index)
+        loss, chunk_index = kernel(Tables(entity, relation, e_state, r_state), edges, order, 0, len(edges),
+                                   params, chunk_index)
         assert np.isfinite(loss)
         losses.append(loss / len(edges))
     return losses, entity, relation, e_state, r_state
@@ -450,8 +503,8 @@ def test_train_kernel_is_deterministic_per_seed(name):
         entity, relation = sf.init_tables(24, 3, 8, GAMMA, seed=0)
         es, rs = np.zeros(24, np.float32), np.zeros(3, np.float32)
         seed_kernel_rng(seed)
-        loss, _ = train_kernel(name)(entity, relation, es, rs, edges, order, 0, len(edges), 16, 8, 8,
-                                     EMPTY_CDF, GAMMA, 0.1, 0.0, 0.0, 3, 0)
+        loss, _ = train_kernel(name)(Tables(entity, relation, es, rs), edges, order, 0, len(edges),
+                                     step_params(16, 8, 8, None, GAMMA, 0.1, 0.0), 0)
         results.append((loss, entity))
     assert results[0][0] == results[1][0] and np.array_equal(results[0][1], results[1][1])
     assert not np.array_equal(results[0][1], results[2][1])

@@ -107,14 +107,14 @@ def test_workers_train_the_parents_tables(kg, monkeypatch):
     cfg = TrainConfig(model=MODEL, epochs=2, **OPTS).validate()
     init = initial_embeddings(kg, cfg, None)
     seen = {}
-    copy_out = engine._copy_out
+    snapshot = engine.SharedMemoryEngine.snapshot
 
-    def spy(tables, emb):  # the parent's own view of the blocks, as the workers left them
-        seen["block"] = tables.specs["ent"].name
-        seen["changed"] = not np.allclose(tables.arrays["ent"], init.entity)
-        copy_out(tables, emb)
+    def spy(self, with_state):  # the parent's own view of the blocks, as the workers left them
+        seen["block"] = self.tables.specs["ent"].name
+        seen["changed"] = not np.allclose(self.tables.arrays["ent"], init.entity)
+        return snapshot(self, with_state)
 
-    monkeypatch.setattr(engine, "_copy_out", spy)
+    monkeypatch.setattr(engine.SharedMemoryEngine, "snapshot", spy)
     emb = kgnum.train(kg, MODEL, init=init, epochs=2, workers=2, progress=False, **OPTS)
     assert seen["changed"] and seen["block"].startswith(f"kgnum_{os.getpid()}_")
     # only worker processes ran kernels: what the parent copied out of the blocks is their work

@@ -4,7 +4,8 @@ and the baseline in benchmarks.
 * ``pairwise_chunk_gradients`` scores every (positive, negative) pair with
   the model's NumPy reference ``score``/``grad`` (float64, broadcast over a
   (chunk, neg, dim) tensor): slow, obviously right.
-* ``numpy_train_range`` is the same step as ``step.train_kernel`` written
+* ``numpy_train_range`` is the same step as ``step.train_kernel`` (extra loss
+  terms through their NumPy references) written
   with NumPy only (query form through BLAS matrix products, ``np.add.at``
   scatters): what a careful NumPy implementation costs, for benchmark ratios.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import ScoreFunction
+from .score import ScoreFunction
+from .terms import compose_reference
 
 
 def _logsigmoid(x):
@@ -38,12 +40,8 @@ def loss_and_score_grads(S, sp, adv_temp, scale):
     return loss.sum(), dS, dsp
 
 
-def _reg_grad(X, coef, norm):
-    return 3.0 * coef * X * np.abs(X) if norm == 3 else 2.0 * coef * X
-
-
 def pairwise_chunk_gradients(sf: ScoreFunction, entity, relation, heads, rels, tails, negs,
-                             predict_head, gamma, adv_temp, scale, reg_coef=0.0, reg_norm=3):
+                             predict_head, gamma, adv_temp, scale):
     """Same contract as ``step.chunk_gradient_kernel(model)``, computed in float64
     from the model's pairwise NumPy reference."""
     H = entity[heads].astype(np.float64)
@@ -69,10 +67,6 @@ def pairwise_chunk_gradients(sf: ScoreFunction, entity, relation, heads, rels, t
     else:
         gN = (w * gt_n).sum(axis=0)
         gH = gH + (w * gh_n).sum(axis=1)
-    if reg_coef > 0:
-        gH = gH + _reg_grad(H, reg_coef, reg_norm)
-        gT = gT + _reg_grad(T, reg_coef, reg_norm)
-        gR = gR + _reg_grad(R, reg_coef, reg_norm)
     return loss, gH, gR, gT, gN
 
 
@@ -118,11 +112,11 @@ def _positive_scores_and_grads(metric, Q, X, gamma):
 
 
 def numpy_chunk_gradients(sf: ScoreFunction, entity, relation, heads, rels, tails, negs,
-                          predict_head, gamma, adv_temp, scale, reg_coef=0.0, reg_norm=3):
+                          predict_head, gamma, adv_temp, scale):
     """The query-form chunk step in NumPy (float32, BLAS products)."""
     if sf.metric == "pair":
         out = pairwise_chunk_gradients(sf, entity, relation, heads, rels, tails, negs,
-                                       predict_head, gamma, adv_temp, scale, reg_coef, reg_norm)
+                                       predict_head, gamma, adv_temp, scale)
         return (out[0],) + tuple(g.astype(np.float32) for g in out[1:])
     H, R, T, N = entity[heads], relation[rels], entity[tails], entity[negs]
     Q = sf.numpy_query(H, R, T, predict_head)
@@ -135,10 +129,6 @@ def numpy_chunk_gradients(sf: ScoreFunction, entity, relation, heads, rels, tail
     gH, gR, gT = np.zeros_like(H), np.zeros_like(R), np.zeros_like(T)
     (gH if predict_head else gT)[:] += dsp[:, None] * dsp_dX
     sf.numpy_query_backward(gQ, H, R, T, predict_head, gH, gR, gT)
-    if reg_coef > 0:
-        gH += _reg_grad(H, reg_coef, reg_norm)
-        gT += _reg_grad(T, reg_coef, reg_norm)
-        gR += _reg_grad(R, reg_coef, reg_norm)
     return loss, gH, gR, gT, gN.astype(np.float32)
 
 
@@ -150,21 +140,29 @@ def numpy_adagrad(table, state, rows_and_grads, lr):
         np.add.at(table, rows, -lr * grads / (np.sqrt(state[rows])[:, None] + 1e-10))
 
 
-def numpy_train_range(sf: ScoreFunction, entity, relation, entity_state, relation_state, edges,
-                      order, start, stop, batch_size, chunk_size, n_neg, rng, gamma, lr,
-                      adv_temp, reg_coef=0.0, reg_norm=3, chunk_index=0):
-    """NumPy twin of ``step.train_kernel``; negatives come from ``rng`` (uniform)."""
+def numpy_train_range(sf: ScoreFunction, tables, edges, order, start, stop, params, rng,
+                      chunk_index=0, terms=()):
+    """NumPy twin of ``step.train_kernel(model, terms)``: same ``Tables`` / ``StepParams``
+    arguments, updated in place; negatives come from ``rng`` (uniform)."""
+    entity, relation, entity_state, relation_state = tables
+    extra = compose_reference(tuple(terms))
+    batch_size, chunk_size = params.batch, params.neg_chunk
     loss_total = 0.0
     for b0 in range(start, stop, batch_size):
         b1 = min(b0 + batch_size, stop)
         for c0 in range(b0, b1, chunk_size):
             pos = edges[order[c0:min(c0 + chunk_size, b1)]]
-            negs = rng.integers(0, entity.shape[0], n_neg)
+            negs = rng.integers(0, entity.shape[0], params.neg)
+            heads, rels, tails = pos[:, 0], pos[:, 1], pos[:, 2]
             loss, gH, gR, gT, gN = numpy_chunk_gradients(
-                sf, entity, relation, pos[:, 0], pos[:, 1], pos[:, 2], negs, chunk_index % 2 == 1,
-                gamma, adv_temp, 1.0 / (b1 - b0), reg_coef, reg_norm)
-            loss_total += loss
-            numpy_adagrad(entity, entity_state, [(pos[:, 0], gH), (pos[:, 2], gT), (negs, gN)], lr)
-            numpy_adagrad(relation, relation_state, [(pos[:, 1], gR)], lr)
+                sf, entity, relation, heads, rels, tails, negs, chunk_index % 2 == 1,
+                params.gamma, params.adv_temp, 1.0 / (b1 - b0))
+            penalty, ent_extra, rel_extra = extra(params.terms, tables, heads, rels, tails, negs,
+                                                  entity[heads], relation[rels], entity[tails],
+                                                  entity[negs], gH, gR, gT, gN)
+            loss_total += loss + penalty * (b1 - b0)
+            numpy_adagrad(entity, entity_state, [(heads, gH), (tails, gT), (negs, gN), *ent_extra],
+                          params.lr)
+            numpy_adagrad(relation, relation_state, [(rels, gR), *rel_extra], params.lr)
             chunk_index += 1
     return loss_total, chunk_index

@@ -1,110 +1,18 @@
 """Score-function registry: one entry per model, every engine reads from here.
 
-A score function g(h, r, t) (higher = more plausible) is described by:
-
-* a plain NumPy reference: ``score(h, r, t)`` and ``grad(h, r, t)`` over
-  broadcastable float arrays; the ground truth in tests, itself checked
-  against finite differences;
-* a *query form* used by the fast kernels: for a chunk of positives that
-  share negative entities, each positive i becomes one query row q_i built
-  from its anchor side, and the score against any candidate entity row x is
-  ``metric(q_i, x)``.  With ``metric`` one of
-
-    - ``"dot"``:  q . x                         (DistMult, ComplEx, RESCAL, SimplE)
-    - ``"l2"``:   gamma - ||q - x||_2           (TransE_l2)
-    - ``"l1"``:   gamma - ||q - x||_1           (TransE_l1)
-    - ``"cmod"``: gamma - sum_k |q_k - x_k|     over complex pairs (RotatE)
-
-  scoring a chunk against shared negatives is then a dense
-  (chunk x dim) @ (dim x neg) product or a tiled kernel of the same shape.
-  ``query(H, R, T, predict_head) -> Q`` and
-  ``query_backward(gQ, H, R, T, predict_head, gH, gR, gT)``, which adds the
-  gradient reaching H, R and T through Q into gH, gR and gT, are Numba
-  functions. Written with array expressions, their ``py_func`` is the NumPy
-  implementation of the same step; a model whose fast form is written as
-  loops gives the array-expression form as ``numpy_query`` and
-  ``numpy_query_backward`` instead;
-* or, for models with no query form (TransR projects every candidate by its
-  relation), ``metric = "pair"`` and a Numba ``pair_score_grad`` evaluated
-  for every (positive, negative) pair.
-
-Entity rows hold ``dim`` real floats for every model (complex models store
-``dim // 2`` complex numbers as [real half | imaginary half]).
+``kernels.score`` says what an entry holds; each module of ``kernels.models``
+registers one or two entries when imported, which this module does once.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from . import models  # noqa: F401  (registers every model module)
+from .score import MODELS, ScoreFunction, register
 
-import numpy as np
-
-METRICS = ("dot", "l2", "l1", "cmod", "pair")
-
-
-@dataclass(frozen=True)
-class ScoreFunction:
-    name: str
-    metric: str
-    score: Callable  # NumPy reference: score(h, r, t) -> (...,)
-    grad: Callable  # NumPy reference: grad(h, r, t) -> (dg/dh, dg/dr, dg/dt)
-    relation_dim: Callable[[int], int]  # entity dim -> floats per relation row
-    query: Callable | None = None
-    query_backward: Callable | None = None
-    pair_score_grad: Callable | None = None
-    numpy_query: Callable | None = None  # default: query.py_func
-    numpy_query_backward: Callable | None = None  # default: query_backward.py_func
-    init_relation: Callable | None = None  # (rng, n_relations, dim, bound) -> float32 array
-    even_dim: bool = False  # complex / split models need an even dim
-    uses_gamma: bool = field(init=False)
-
-    def __post_init__(self):
-        if self.metric not in METRICS:
-            raise ValueError(f"metric {self.metric!r} not in {METRICS}")
-        object.__setattr__(self, "uses_gamma", self.metric in ("l2", "l1", "cmod", "pair"))
-        if self.query is not None and self.numpy_query is None:
-            object.__setattr__(self, "numpy_query", self.query.py_func)
-        if self.query_backward is not None and self.numpy_query_backward is None:
-            object.__setattr__(self, "numpy_query_backward", self.query_backward.py_func)
-
-    def check_dim(self, dim: int) -> None:
-        if dim < 2 or (self.even_dim and dim % 2):
-            raise ValueError(
-                f"--dim {dim}: {self.name} needs an even dim >= 2 "
-                "(dim counts real floats; complex numbers take two)" if self.even_dim
-                else f"--dim {dim}: must be >= 2")
-
-    def init_tables(self, n_entities: int, n_relations: int, dim: int, gamma: float,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Fresh (entity (n_e, dim), relation (n_r, relation_dim)) float32 tables.
-
-        Uniform in +-(gamma + 2) / dim like DGL-KE, so distance scores start
-        near the margin.
-        """
-        self.check_dim(dim)
-        rng = np.random.default_rng(seed)
-        bound = (gamma + 2.0) / dim
-        # drawn in float32: a float64 draw of a 5M-row table would double its peak memory
-        entity = (rng.random((n_entities, dim), dtype=np.float32) * np.float32(2 * bound)
-                  - np.float32(bound))
-        if self.init_relation is not None:
-            relation = self.init_relation(rng, n_relations, dim, bound)
-        else:
-            relation = rng.uniform(-bound, bound, (n_relations, self.relation_dim(dim)))
-        return entity, np.ascontiguousarray(relation, dtype=np.float32)
-
-
-MODELS: dict[str, ScoreFunction] = {}
-
-
-def register(sf: ScoreFunction) -> ScoreFunction:
-    MODELS[sf.name.lower()] = sf
-    return sf
+__all__ = ["ScoreFunction", "register", "get_model", "model_names", "MODELS"]
 
 
 def get_model(name: str) -> ScoreFunction:
     """Look a model up by name, case-insensitively (``TransE_l2``, ``rotate`` ...)."""
-    from . import models  # noqa: F401  (registers every model module)
-
     try:
         return MODELS[name.lower()]
     except KeyError:
@@ -113,6 +21,4 @@ def get_model(name: str) -> ScoreFunction:
 
 
 def model_names() -> list[str]:
-    from . import models  # noqa: F401
-
     return [sf.name for sf in MODELS.values()]

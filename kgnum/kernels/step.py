@@ -1,44 +1,66 @@
-"""The training step every engine runs, built once per score function.
+"""The training step every engine runs, built once per score function and set of loss terms.
 
     sample a chunk of positives -> share negatives across the chunk
     gather rows (h, r, t, negs) -> score + loss + gradients (score function)
+                                -> extra loss terms on the same rows (kernels.terms)
     scatter: sparse row-Adagrad update of exactly the touched rows
 
-``chunk_gradient_kernel(model)`` is the middle line (pure: tables in,
-gradients out); ``train_kernel(model)`` runs the whole loop over a range of
-an edge order, many steps per call, updating the tables in place without
-locks, so the same compiled function serves one process or N Hogwild
-workers attached to shared memory. The kernels are assembled from the
-model's query/metric functions at first use in a process and then reused.
+The kernels take their arguments in two groups: ``Tables`` (the four arrays
+training updates) and ``StepParams`` (sizes, hyperparameters, the negative
+distribution and the extra terms' parameters). ``chunk_gradient_kernel(model)``
+is the middle line (pure: tables in, gradients out); ``train_kernel(model,
+terms)`` runs the whole loop over a range of an edge order, many steps per
+call, updating the tables in place without locks, so the same compiled
+function serves one process or N Hogwild workers attached to shared memory.
+The kernels are assembled from the model's query/metric functions at first
+use in a process and then reused.
 """
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
-from .losses import add_regularization, chunk_loss
+from .losses import chunk_loss
 from .memory import gather_rows
 from .metrics import METRIC_KERNELS
 from .optim import adagrad_accumulate, adagrad_apply
 from .registry import ScoreFunction, get_model
 from .sampling import sample_negatives
+from .terms import compose
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
-def _gather(entity, relation, heads, rels, tails, negs):
-    """The chunk's rows as contiguous float32 copies: H, R, T (c, .), N (k, d)."""
-    return (gather_rows(entity, heads), gather_rows(relation, rels), gather_rows(entity, tails),
-            gather_rows(entity, negs))
+class Tables(NamedTuple):
+    """The arrays training updates in place (float32, C order)."""
+    entity: np.ndarray  # (n_entities, dim)
+    relation: np.ndarray  # (n_relations, relation_dim)
+    entity_state: np.ndarray  # (n_entities,) row-wise Adagrad accumulators
+    relation_state: np.ndarray  # (n_relations,)
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
-def _regularize(H, R, T, gH, gR, gT, reg_coef, reg_norm):
-    if reg_coef > 0.0:
-        add_regularization(H, reg_coef, reg_norm, gH)
-        add_regularization(T, reg_coef, reg_norm, gT)
-        add_regularization(R, reg_coef, reg_norm, gR)
+class StepParams(NamedTuple):
+    """Everything else a step reads; build it with ``step_params`` (fixed dtypes: one compile)."""
+    batch: int  # positives per step
+    neg_chunk: int  # positives per chunk sharing negatives
+    neg: int  # negatives per chunk
+    neg_cdf: np.ndarray  # (n_entities,) float64 cumulative degree, or empty: uniform negatives
+    gamma: np.float32
+    lr: np.float32
+    adv_temp: np.float32  # 0: no self-adversarial weighting
+    terms: tuple  # parameters of the extra loss terms, in the order of the kernel's terms
+
+
+def step_params(batch, neg_chunk, neg, neg_cdf, gamma, lr, adv_temp, terms=()) -> StepParams:
+    cdf = np.empty(0, dtype=np.float64) if neg_cdf is None else np.ascontiguousarray(neg_cdf, np.float64)
+    return StepParams(int(batch), int(neg_chunk), int(neg), cdf, np.float32(gamma), np.float32(lr),
+                      np.float32(adv_temp), tuple(terms))
+
+
+def empty_range() -> tuple[np.ndarray, int, int]:
+    """``(order, start, stop)`` of a call that runs no step: compiles without touching the tables."""
+    return np.zeros(1, dtype=np.int64), 0, 0
 
 
 def _make_query_chunk(sf: ScoreFunction):
@@ -46,9 +68,7 @@ def _make_query_chunk(sf: ScoreFunction):
     scores, backward, pos_scores, pos_backward = METRIC_KERNELS[sf.metric]
 
     @numba.njit(fastmath=True, nogil=True)
-    def chunk_gradients(entity, relation, heads, rels, tails, negs, predict_head,
-                        gamma, adv_temp, scale, reg_coef, reg_norm):
-        H, R, T, N = _gather(entity, relation, heads, rels, tails, negs)
+    def chunk_gradients(H, R, T, N, predict_head, gamma, adv_temp, scale):
         Q = query(H, R, T, predict_head)
         S = np.empty((Q.shape[0], N.shape[0]), dtype=np.float32)
         sp = np.empty(Q.shape[0], dtype=np.float32)
@@ -67,7 +87,6 @@ def _make_query_chunk(sf: ScoreFunction):
         gX = gH if predict_head else gT
         pos_backward(Q, X, sp, dsp, gamma, gQ, gX)
         query_backward(gQ, H, R, T, predict_head, gH, gR, gT)
-        _regularize(H, R, T, gH, gR, gT, reg_coef, reg_norm)
         return loss, gH, gR, gT, gN
 
     return chunk_gradients
@@ -77,9 +96,7 @@ def _make_pair_chunk(sf: ScoreFunction):
     pair = sf.pair_score_grad
 
     @numba.njit(fastmath=True, nogil=True)
-    def chunk_gradients(entity, relation, heads, rels, tails, negs, predict_head,
-                        gamma, adv_temp, scale, reg_coef, reg_norm):
-        H, R, T, N = _gather(entity, relation, heads, rels, tails, negs)
+    def chunk_gradients(H, R, T, N, predict_head, gamma, adv_temp, scale):
         c, k = H.shape[0], N.shape[0]
         gH = np.zeros_like(H)
         gR = np.zeros_like(R)
@@ -104,46 +121,65 @@ def _make_pair_chunk(sf: ScoreFunction):
                     pair(N[j], R[i], T[i], gamma, dS[i, j], gN[j], gR[i], gT[i])
                 else:
                     pair(H[i], R[i], N[j], gamma, dS[i, j], gH[i], gR[i], gN[j])
-        _regularize(H, R, T, gH, gR, gT, reg_coef, reg_norm)
         return loss, gH, gR, gT, gN
 
     return chunk_gradients
 
 
 @functools.lru_cache(maxsize=None)
-def chunk_gradient_kernel(model: str):
-    """Numba function ``(entity, relation, heads, rels, tails, negs, predict_head,
-    gamma, adv_temp, scale, reg_coef, reg_norm) -> (loss_sum, gH, gR, gT, gN)``.
-
-    entity (n_e, d) / relation (n_r, d_r) float32 tables; heads/rels/tails (c,)
-    and negs (k,) integer ids. Gradients are of ``scale * sum of the chunk's
-    losses`` (+ regularization) with respect to the gathered rows, in the
-    order of the ids (duplicates not merged).
-    """
+def _rows_kernel(model: str):
+    """The model's chunk step on gathered rows: ``(H, R, T, N, predict_head, gamma, adv_temp,
+    scale) -> (loss_sum, gH, gR, gT, gN)``."""
     sf = get_model(model)
     return _make_pair_chunk(sf) if sf.metric == "pair" else _make_query_chunk(sf)
 
 
 @functools.lru_cache(maxsize=None)
-def train_kernel(model: str):
-    """Numba function running training steps over ``order[start:stop]``.
+def chunk_gradient_kernel(model: str):
+    """Numba function ``(entity, relation, heads, rels, tails, negs, predict_head,
+    gamma, adv_temp, scale) -> (loss_sum, gH, gR, gT, gN)``.
 
-    Signature ``(entity, relation, entity_state, relation_state, edges, order,
-    start, stop, batch_size, chunk_size, n_neg, neg_cdf, gamma, lr, adv_temp,
-    reg_coef, reg_norm, chunk_index) -> (loss_sum, chunk_index)``:
-    edges (n, 3) int32; order (m,) int64 positions into edges; every batch of
-    ``batch_size`` positions is split into chunks of ``chunk_size`` positives
-    sharing ``n_neg`` negatives, corrupting heads and tails alternately
-    (by ``chunk_index``); each chunk's gradient of the batch-mean loss is
-    applied at once with row-wise Adagrad (state (n_rows,) float32).
-    Tables are updated in place, without locks.
+    entity (n_e, d) / relation (n_r, d_r) float32 tables; heads/rels/tails (c,)
+    and negs (k,) integer ids. Gradients are of ``scale * sum of the chunk's
+    losses`` with respect to the gathered rows, in the order of the ids
+    (duplicates not merged). Extra loss terms are not included (see kernels.terms).
     """
-    chunk_gradients = chunk_gradient_kernel(model)
+    rows_kernel = _rows_kernel(model)
 
     @numba.njit(fastmath=True, nogil=True)
-    def train_range(entity, relation, entity_state, relation_state, edges, order,
-                    start, stop, batch_size, chunk_size, n_neg, neg_cdf, gamma, lr,
-                    adv_temp, reg_coef, reg_norm, chunk_index):
+    def chunk_gradients(entity, relation, heads, rels, tails, negs, predict_head, gamma, adv_temp, scale):
+        H, R = gather_rows(entity, heads), gather_rows(relation, rels)
+        T, N = gather_rows(entity, tails), gather_rows(entity, negs)
+        return rows_kernel(H, R, T, N, predict_head, gamma, adv_temp, scale)
+
+    return chunk_gradients
+
+
+@functools.lru_cache(maxsize=None)
+def train_kernel(model: str, terms: tuple[str, ...] = ()):
+    """Numba function running training steps over ``order[start:stop]``.
+
+    Signature ``(tables, edges, order, start, stop, params, chunk_index) ->
+    (loss_sum, chunk_index)``: ``tables`` a ``Tables``, ``params`` a
+    ``StepParams`` whose ``terms`` hold the parameters of the extra loss
+    terms ``terms`` (names in ``kernels.terms``, same order); edges (n, 3)
+    int32; order (m,) int64 positions into edges. Every batch of
+    ``params.batch`` positions is split into chunks of ``params.neg_chunk``
+    positives sharing ``params.neg`` negatives, corrupting heads and tails
+    alternately (by ``chunk_index``); each chunk's gradient of the batch-mean
+    loss plus the terms' penalties is applied at once with row-wise Adagrad.
+    ``loss_sum`` is the sum of the positives' losses plus the penalties scaled
+    by their batch's size, so ``loss_sum / positives`` is the mean objective.
+    Tables are updated in place, without locks.
+    """
+    rows_kernel = _rows_kernel(model)
+    extra = compose(tuple(terms))
+
+    @numba.njit(fastmath=True, nogil=True)
+    def train_range(tables, edges, order, start, stop, params, chunk_index):
+        entity, relation = tables.entity, tables.relation
+        entity_state, relation_state = tables.entity_state, tables.relation_state
+        batch_size, chunk_size, n_neg, lr = params.batch, params.neg_chunk, params.neg, params.lr
         n_entities = entity.shape[0]
         loss_total = 0.0
         for b0 in range(start, stop, batch_size):
@@ -160,19 +196,26 @@ def train_kernel(model: str):
                     heads[i] = edges[e, 0]
                     rels[i] = edges[e, 1]
                     tails[i] = edges[e, 2]
-                negs = sample_negatives(n_entities, n_neg, neg_cdf)
-                loss, gH, gR, gT, gN = chunk_gradients(
-                    entity, relation, heads, rels, tails, negs, chunk_index % 2 == 1,
-                    gamma, adv_temp, scale, reg_coef, reg_norm)
-                loss_total += loss
+                negs = sample_negatives(n_entities, n_neg, params.neg_cdf)
+                H, R = gather_rows(entity, heads), gather_rows(relation, rels)
+                T, N = gather_rows(entity, tails), gather_rows(entity, negs)
+                loss, gH, gR, gT, gN = rows_kernel(H, R, T, N, chunk_index % 2 == 1, params.gamma,
+                                                   params.adv_temp, scale)
+                penalty, ent_rows, ent_grads, rel_rows, rel_grads = extra(
+                    params.terms, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN)
+                loss_total += loss + penalty / scale
                 adagrad_accumulate(entity_state, heads, gH)
                 adagrad_accumulate(entity_state, tails, gT)
                 adagrad_accumulate(entity_state, negs, gN)
+                adagrad_accumulate(entity_state, ent_rows, ent_grads)
                 adagrad_accumulate(relation_state, rels, gR)
+                adagrad_accumulate(relation_state, rel_rows, rel_grads)
                 adagrad_apply(entity, entity_state, heads, gH, lr)
                 adagrad_apply(entity, entity_state, tails, gT, lr)
                 adagrad_apply(entity, entity_state, negs, gN, lr)
+                adagrad_apply(entity, entity_state, ent_rows, ent_grads, lr)
                 adagrad_apply(relation, relation_state, rels, gR, lr)
+                adagrad_apply(relation, relation_state, rel_rows, rel_grads, lr)
                 chunk_index += 1
         return loss_total, chunk_index
 

@@ -2,7 +2,7 @@
 import numba
 import numpy as np
 
-from ..registry import ScoreFunction, register
+from ..score import ScoreFunction, register
 
 
 def _mat(r, d):

@@ -6,7 +6,7 @@ hold the dim // 2 phases theta directly.
 import numba
 import numpy as np
 
-from ..registry import ScoreFunction, register
+from ..score import ScoreFunction, register
 
 
 def _c(x):

@@ -5,7 +5,7 @@ Entity rows are [head part | tail part], relation rows [r | r_inv].
 import numba
 import numpy as np
 
-from ..registry import ScoreFunction, register
+from ..score import ScoreFunction, register
 
 
 def _split(x):

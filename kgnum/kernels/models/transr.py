@@ -7,7 +7,7 @@ the fast kernel evaluates every (positive, negative) pair.
 import numba
 import numpy as np
 
-from ..registry import ScoreFunction, register
+from ..score import ScoreFunction, register
 
 
 def _parts(r, d):

@@ -1,0 +1,158 @@
+"""Extra loss terms of the training step: the step's extension point.
+
+The step's loss is the model's logistic loss over a chunk; an *extra term*
+adds a penalty computed from the chunk's gathered rows. The L2/L3
+regularizer is the first; the bias issue's KL term goes here too. A term is
+one ``LossTerm`` entry:
+
+* ``kernel``: a Numba function
+  ``(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN)
+  -> (penalty, ent_rows, ent_grads, rel_rows, rel_grads)``.
+  ``p`` is the term's own parameter NamedTuple, ``tables`` the step's
+  ``Tables`` (read only: other rows a term needs, e.g. a sensitive relation's
+  row, are read from there), H/R/T (c, .) and N (k, d) the chunk's gathered
+  rows. The term *adds* its gradient for the gathered rows into gH/gR/gT/gN
+  and returns extra (rows, grads) pairs for rows it touches outside the
+  chunk (0 rows when none), which go through the same row-wise Adagrad.
+  ``penalty`` is in objective units: the step minimises the batch-mean
+  logistic loss plus every chunk's penalties.
+* ``reference``: the same function in NumPy (any float dtype), the ground
+  truth in tests (itself checked against finite differences of the penalty).
+* ``params``: ``config -> NamedTuple | None``, the term's parameters for a
+  run's configuration (a ``TrainConfig``), None when the term is off.
+
+``active_terms(config)`` picks the terms a run uses; ``compose(names)`` fuses
+them into one Numba function the step calls once per chunk. Adding a term
+touches neither a model module nor an engine.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numba
+import numpy as np
+
+from .losses import add_regularization
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    name: str
+    kernel: Callable
+    reference: Callable
+    params: Callable
+
+
+TERMS: dict[str, LossTerm] = {}
+
+
+def register_term(term: LossTerm) -> LossTerm:
+    TERMS[term.name] = term
+    return term
+
+
+def active_terms(config) -> tuple[tuple[str, ...], tuple]:
+    """``(names, params)`` of the terms ``config`` switches on, in registry order."""
+    names, params = [], []
+    for term in TERMS.values():
+        p = term.params(config)
+        if p is not None:
+            names.append(term.name)
+            params.append(p)
+    return tuple(names), tuple(params)
+
+
+# -- the regularizer: coef * sum |x|^norm over the chunk's h, r, t rows ----------
+class RegParams(NamedTuple):
+    coef: np.float32
+    norm: int  # 2 or 3
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _no_rows(width):
+    return np.empty(0, dtype=np.int64), np.empty((0, width), dtype=np.float32)
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def regularizer_kernel(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+    penalty = add_regularization(H, p.coef, p.norm, gH)
+    penalty += add_regularization(T, p.coef, p.norm, gT)
+    penalty += add_regularization(R, p.coef, p.norm, gR)
+    ent_rows, ent_grads = _no_rows(H.shape[1])
+    rel_rows, rel_grads = _no_rows(R.shape[1])
+    return penalty, ent_rows, ent_grads, rel_rows, rel_grads
+
+
+def regularizer_reference(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+    coef, norm = float(p.coef), int(p.norm)
+    penalty = 0.0
+    for X, gX in ((H, gH), (T, gT), (R, gR)):
+        penalty += coef * float((np.abs(X.astype(np.float64)) ** norm).sum())
+        gX += (3.0 * coef * X * np.abs(X) if norm == 3 else 2.0 * coef * X).astype(gX.dtype)
+    empty = np.empty(0, dtype=np.int64)
+    return (penalty, empty, np.empty((0, H.shape[1]), H.dtype), empty,
+            np.empty((0, R.shape[1]), R.dtype))
+
+
+def _regularizer_params(config):
+    if not config.reg_coef > 0:
+        return None
+    return RegParams(np.float32(config.reg_coef), int(config.reg_norm))
+
+
+register_term(LossTerm("regularizer", regularizer_kernel, regularizer_reference, _regularizer_params))
+
+
+# -- composition ---------------------------------------------------------------
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _concat_rows(a_rows, a_grads, b_rows, b_grads):
+    if b_rows.shape[0] == 0:
+        return a_rows, a_grads
+    if a_rows.shape[0] == 0:
+        return b_rows, b_grads
+    return np.concatenate((a_rows, b_rows)), np.concatenate((a_grads, b_grads))
+
+
+@functools.lru_cache(maxsize=None)
+def compose(names: tuple[str, ...]):
+    """One Numba function running the terms ``names`` in order: same signature as a term's
+    kernel, with ``p`` the tuple of their parameters (``active_terms``' second value)."""
+    if not names:
+        @numba.njit(fastmath=True, nogil=True)
+        def no_terms(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+            ent_rows, ent_grads = _no_rows(H.shape[1])
+            rel_rows, rel_grads = _no_rows(R.shape[1])
+            return 0.0, ent_rows, ent_grads, rel_rows, rel_grads
+
+        return no_terms
+    first, rest = TERMS[names[0]].kernel, compose(names[1:])
+
+    @numba.njit(fastmath=True, nogil=True)
+    def terms(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+        pen_a, er_a, eg_a, rr_a, rg_a = first(p[0], tables, heads, rels, tails, negs, H, R, T, N,
+                                              gH, gR, gT, gN)
+        pen_b, er_b, eg_b, rr_b, rg_b = rest(p[1:], tables, heads, rels, tails, negs, H, R, T, N,
+                                             gH, gR, gT, gN)
+        ent_rows, ent_grads = _concat_rows(er_a, eg_a, er_b, eg_b)
+        rel_rows, rel_grads = _concat_rows(rr_a, rg_a, rr_b, rg_b)
+        return pen_a + pen_b, ent_rows, ent_grads, rel_rows, rel_grads
+
+    return terms
+
+
+def compose_reference(names: tuple[str, ...]):
+    """NumPy twin of ``compose``."""
+    def terms(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+        penalty = 0.0
+        ent, rel = [], []
+        for name, q in zip(names, p):
+            pen, er, eg, rr, rg = TERMS[name].reference(q, tables, heads, rels, tails, negs, H, R, T, N,
+                                                        gH, gR, gT, gN)
+            penalty += pen
+            ent.append((er, eg))
+            rel.append((rr, rg))
+        return penalty, ent, rel
+
+    return terms

@@ -1,0 +1,425 @@
+"""The run loop and the engine contract: what every training backend shares, written once.
+
+    kgnum.train: config, tables (fresh or resumed), Job -> picks an Engine by backend
+      -> loop.run(engine, job, ...):
+           engine.open(job)                       place tables, compile, start workers
+           clock starts
+           repeat: engine.advance(n)              ~CALL_SECONDS of work -> Report
+                   NaN / inf / kernel fault       -> TrainingDiverged (flags to lower)
+                   validation due                 -> engine.snapshot() -> Validator
+                   checkpoint due                 -> engine.snapshot(with_state) -> atomic save
+                   progress interval              -> log line + history point
+           until max_steps / epochs / time budget / early stopping
+           engine.stop() -> last reports; engine.snapshot(with_state) -> final tables
+           finally: engine.close()                 shared memory, processes, devices: released
+
+An engine only decides where the tables live and who runs the step
+(``kernels.step.train_kernel``); it implements ``Engine``. The loop owns the
+stopping rules, progress bar and log, validation with early stopping and
+best-table restore, checkpoints, the divergence check, SIGTERM, and the
+typed result (``TrainStats``, the same keys from every engine).
+
+Time: ``--time-budget`` is wall-clock training time from the first step to
+the last, validation and checkpoints included, in every engine (engines that
+keep training while the loop validates a snapshot do so; the in-process
+engine pauses). Start-up (compilation, worker start) is not counted.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from .kernels.step import StepParams, Tables
+
+log = logging.getLogger("kgnum")
+
+CALL_SECONDS = 0.2  # target duration of one kernel call: responsive stop/progress, tiny overhead
+LOG_EVERY_SECONDS = 10.0  # loss and triples/s to the log (and the saved history) this often
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the tables stopped being finite (or the kernel divided by zero).
+
+    Engines raise it with what they saw; the loop re-raises it naming the step and the flags
+    to lower (``step`` set)."""
+    step: int | None = None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM during a run (the handler is installed for the duration of ``run``)."""
+
+
+# -- what the loop hands an engine, and what it gets back ------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One run as an engine sees it."""
+    model: str  # registry name
+    terms: tuple  # names of the extra loss terms (kernels.terms), in params.terms' order
+    params: StepParams
+    edges: np.ndarray  # (n_train, 3) int32
+    tables: Tables  # initial tables; engines may train these arrays in place
+    seed: int
+    workers: int
+    max_steps: int | None  # over all workers; None: until stopped (time budget, early stopping)
+    steps_per_epoch: int
+
+
+class Report(NamedTuple):
+    """Work done since the previous report."""
+    steps: int
+    positives: int
+    loss_sum: float  # sum over those positives of loss (+ penalties), see train_kernel
+    finished: bool = False  # the engine has no work left (its share of max_steps is done)
+
+
+class Engine(Protocol):
+    """A training backend, driven by ``run``. Every method may raise; ``close`` always follows."""
+    backend: str  # "cpu", "gpu", "dask"
+    workers: int
+    worker_steps: list  # steps done by each worker so far
+
+    def open(self, job: Job) -> None:
+        """Place the tables, compile, start workers; return when training can start."""
+
+    def advance(self, max_steps: int) -> Report:
+        """Train (or wait for workers) for about CALL_SECONDS, at most ``max_steps`` steps more."""
+
+    def snapshot(self, with_state: bool) -> Tables:
+        """Copies of the tables, owned by the caller (Adagrad state empty unless ``with_state``)."""
+
+    def stop(self) -> Report:
+        """Stop training; return the work reported after the last ``advance``."""
+
+    def close(self) -> None:
+        """Release everything (shared memory, processes, devices, cluster state); idempotent."""
+
+
+def fit_call_steps(current: int, took: float, per_epoch: int, target: float = CALL_SECONDS) -> int:
+    """Steps for the next kernel call: aim at ``target`` seconds per call (responsive progress and
+    stopping, negligible Python overhead), at most doubling, never more than an epoch."""
+    return max(1, min(current * 2, per_epoch, int(current * target / max(took, 1e-6))))
+
+
+# -- stopping, progress, validation ----------------------------------------------------
+
+class Budget:
+    """Stopping rules in steps (batches): max_steps, epochs, time budget."""
+
+    def __init__(self, cfg, n_train: int):
+        self.steps_per_epoch = max(1, math.ceil(n_train / cfg.batch))
+        limits = []
+        if cfg.max_steps is not None:
+            limits.append(int(cfg.max_steps))
+        if cfg.epochs is not None:
+            limits.append(int(math.ceil(cfg.epochs * self.steps_per_epoch)))
+        self.max_steps = min(limits) if limits else None
+        self.time_budget = cfg.time_budget
+        self.started = None  # set by start(): compilation and worker start-up are not training
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.perf_counter() - self.started
+
+    def steps_left(self, steps_done: int) -> float:
+        return math.inf if self.max_steps is None else self.max_steps - steps_done
+
+    def done(self, steps_done: int) -> bool:
+        if self.steps_left(steps_done) <= 0:
+            return True
+        return self.time_budget is not None and self.elapsed() >= self.time_budget
+
+
+class Progress:
+    """One progress bar with aggregate triples/s and loss (tqdm), or nothing."""
+
+    def __init__(self, enabled: bool, total_steps):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, leave=True)
+
+    def update(self, steps: int, triples_per_s: float, loss: float):
+        if self.bar is None:
+            return
+        self.bar.set_postfix({"triples/s": f"{triples_per_s:,.0f}", "loss": f"{loss:.4f}"}, refresh=False)
+        self.bar.update(steps)
+
+    def logging(self):
+        """Log lines go through the bar (tqdm.write) while it is shown."""
+        if self.bar is None:
+            return nullcontext()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm([log])
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Validator:
+    """Early stopping on filtered valid MRR; keeps the best snapshot's tables."""
+
+    def __init__(self, kg, cfg, seed: int):
+        self.every = cfg.valid_every
+        self.patience = cfg.patience
+        self.best_mrr = -1.0
+        self.best_step = None
+        self.best_tables = None
+        self.bad_rounds = 0
+        self.seconds = 0.0
+        self.history: list[dict] = []
+        valid = kg.valid
+        self.enabled = self.every is not None and valid.shape[0] > 0
+        if not self.enabled:
+            return  # no validation: no copy of the known triples either
+        if cfg.valid_sample is not None and valid.shape[0] > cfg.valid_sample:
+            pick = np.random.default_rng(seed).choice(valid.shape[0], cfg.valid_sample, replace=False)
+            valid = valid[np.sort(pick)]
+        self.triples = valid
+        self.known = kg.all_triples()
+
+    def due(self, steps_done: int, last: int) -> bool:
+        return self.enabled and steps_done // self.every > last // self.every
+
+    def check(self, emb, steps_done: int) -> bool:
+        """Evaluate ``emb`` (a snapshot the validator may keep); return True when training should stop."""
+        from .eval import link_prediction_metrics
+
+        started = time.perf_counter()
+        metrics = link_prediction_metrics(emb.score_candidates, self.triples, self.known,
+                                          emb.n_entities, emb.relation.shape[0])
+        self.seconds += time.perf_counter() - started
+        self.history.append({"step": steps_done, "valid_mrr": metrics["mrr"],
+                             "seconds": time.perf_counter() - started})
+        log.info("step %d: valid MRR %.4f", steps_done, metrics["mrr"])
+        if metrics["mrr"] > self.best_mrr:
+            self.best_mrr = metrics["mrr"]
+            self.best_step = steps_done
+            self.best_tables = (emb.entity, emb.relation)
+            self.bad_rounds = 0
+            return False
+        self.bad_rounds += 1
+        return self.bad_rounds >= self.patience
+
+
+# -- the result ------------------------------------------------------------------------
+
+@dataclass
+class TrainStats:
+    """A run's record, the same keys from every engine; saved with every checkpoint."""
+    backend: str
+    workers: int
+    train_seconds: float = 0.0
+    steps: int = 0
+    positives: int = 0
+    triples_per_second: float = 0.0
+    mean_loss: float = 0.0
+    valid_seconds: float = 0.0  # part of train_seconds spent validating
+    valid_history: list = field(default_factory=list)  # [{"step", "valid_mrr", "seconds"}]
+    best_step: int | None = None  # step of the best validation
+    best_valid_mrr: float | None = None
+    restored_best: bool = False  # the final tables are the best validated ones, not the last
+    history: list = field(default_factory=list)  # [{"seconds", "steps", "loss", "triples_per_second"}]
+    worker_steps: list = field(default_factory=list)
+    checkpoint: bool = False  # True in a checkpoint written while training
+    loss_sum: float = 0.0
+
+    def add(self, report: Report) -> None:
+        self.steps += report.steps
+        self.positives += report.positives
+        self.loss_sum += report.loss_sum
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- signals ---------------------------------------------------------------------------
+
+@contextmanager
+def _sigterm_raises():
+    """SIGTERM -> TrainingInterrupted in the main thread while the run lasts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def on_sigterm(signum, frame):
+        raise TrainingInterrupted("received SIGTERM: training stopped")
+
+    old = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def _signals_held(pending: list):
+    """SIGINT/SIGTERM remembered, not raised, meanwhile: a second Ctrl-C cannot cut a clean-up short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def remember(signum, frame):
+        pending.append(signal.Signals(signum))
+
+    held = {sig: signal.signal(sig, remember) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in held.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+# -- the loop --------------------------------------------------------------------------
+
+class _Run:
+    def __init__(self, engine: Engine, job: Job, kg, cfg, emb, save, checkpoint_every, progress):
+        self.engine, self.job, self.cfg, self.emb = engine, job, cfg, emb
+        self.save, self.checkpoint_every = save, checkpoint_every
+        self.budget = Budget(cfg, job.edges.shape[0])
+        self.validator = Validator(kg, cfg, cfg.seed)
+        self.stats = TrainStats(engine.backend, engine.workers)
+        self.bar = Progress(progress, self.budget.max_steps)
+        self.last_log = 0.0
+        self.last_ckpt = time.perf_counter()
+
+    def diverged(self, detail: str) -> TrainingDiverged:
+        cfg = self.cfg
+        hint = (f"lower --lr (now {cfg.lr:g}) or --gamma (now {cfg.gamma:g}; for bilinear models it "
+                f"sets the initial scale)")
+        if cfg.reg_coef > 0:
+            hint += f", or --reg-coef (now {cfg.reg_coef:g})"
+        saved = self.save and os.path.exists(os.path.join(self.save, "config.json"))
+        where = f"; the last checkpoint in {self.save} is intact" if saved else ""
+        error = TrainingDiverged(f"training diverged at step {self.stats.steps:,} ({detail}): {hint}{where}")
+        error.step = self.stats.steps
+        return error
+
+    def account(self, report: Report) -> None:
+        if not math.isfinite(report.loss_sum):
+            raise self.diverged(f"loss became {report.loss_sum}")
+        self.stats.add(report)
+        seconds = self.budget.elapsed()
+        self.bar.update(report.steps, self.stats.positives / max(seconds, 1e-9),
+                        report.loss_sum / max(report.positives, 1))
+
+    def snapshot_emb(self, with_state: bool):
+        tables = self.engine.snapshot(with_state)
+        if not (np.isfinite(tables.entity).all() and np.isfinite(tables.relation).all()):
+            raise self.diverged("the tables hold NaN or inf")
+        return self.emb.with_tables(tables)
+
+    def finish_stats(self, final: bool) -> TrainStats:
+        s = self.stats
+        s.train_seconds = self.budget.elapsed()
+        s.triples_per_second = s.positives / max(s.train_seconds, 1e-9)
+        s.mean_loss = s.loss_sum / max(s.positives, 1)
+        s.valid_seconds = self.validator.seconds
+        s.valid_history = list(self.validator.history)
+        s.best_step = self.validator.best_step
+        s.best_valid_mrr = None if self.validator.best_step is None else self.validator.best_mrr
+        s.worker_steps = list(self.engine.worker_steps)
+        s.checkpoint = not final
+        return s
+
+    def history_point(self, window: tuple) -> None:
+        """Loss and throughput since the previous point, to the log and the saved history."""
+        now, steps, positives, loss_sum = (self.budget.elapsed(), self.stats.steps, self.stats.positives,
+                                           self.stats.loss_sum)
+        t0, s0, p0, l0 = window
+        if positives == p0:
+            return
+        rate = (positives - p0) / max(now - t0, 1e-9)
+        loss = (loss_sum - l0) / (positives - p0)
+        self.stats.history.append({"seconds": round(now, 3), "steps": steps, "loss": loss,
+                                   "triples_per_second": rate})
+        log.info("step %d (%.0f s): loss %.4f, %s triples/s", steps, now, loss, f"{rate:,.0f}")
+
+    def checkpoint(self) -> None:
+        emb = self.snapshot_emb(with_state=True)
+        emb.train_stats = self.finish_stats(final=False).to_dict()
+        emb.save(self.save)
+        self.last_ckpt = time.perf_counter()
+
+    def train(self) -> None:
+        engine, budget, validator, stats = self.engine, self.budget, self.validator, self.stats
+        call_steps = 1
+        window = (0.0, 0, 0, 0.0)
+        with self.bar.logging():
+            while not budget.done(stats.steps):
+                before = stats.steps
+                t0 = time.perf_counter()
+                report = engine.advance(int(min(call_steps, budget.steps_left(stats.steps))))
+                if report.steps:
+                    call_steps = fit_call_steps(report.steps, time.perf_counter() - t0, budget.steps_per_epoch)
+                self.account(report)
+                if report.finished:
+                    break
+                if validator.due(stats.steps, before):
+                    if validator.check(self.snapshot_emb(with_state=False), stats.steps):
+                        log.info("early stopping: no better valid MRR in %d validations", validator.patience)
+                        break
+                if self.save and self.checkpoint_every and \
+                        time.perf_counter() - self.last_ckpt >= self.checkpoint_every:
+                    self.checkpoint()
+                if budget.elapsed() - window[0] >= LOG_EVERY_SECONDS:
+                    self.history_point(window)
+                    window = (budget.elapsed(), stats.steps, stats.positives, stats.loss_sum)
+            self.account(engine.stop())
+            self.history_point(window)
+
+
+def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
+        checkpoint_every: float | None = None, progress: bool = True):
+    """Train ``emb``'s tables with ``engine`` under ``cfg``'s stopping rules; return the trained
+    Embeddings (``train_stats``: ``TrainStats.to_dict()``), also saved to ``save`` when given.
+
+    Raises TrainingDiverged (naming the flags to lower) when the loss or the tables stop being
+    finite, TrainingInterrupted on SIGTERM, and whatever the engine raises; the engine is closed
+    and the last checkpoint left intact in every case.
+    """
+    r = _Run(engine, job, kg, cfg, emb, save, checkpoint_every, progress)
+    pending: list = []
+    with _sigterm_raises():
+        try:
+            engine.open(job)
+            r.budget.start()
+            try:
+                r.train()
+            except (ZeroDivisionError, FloatingPointError) as e:
+                if getattr(e, "step", None) is not None:
+                    raise  # the loop's own, already in CLI terms
+                raise r.diverged(str(e) if isinstance(e, TrainingDiverged) else f"{type(e).__name__}: {e}") from e
+            finally:
+                r.bar.close()
+            final = r.snapshot_emb(with_state=True)
+        finally:
+            with _signals_held(pending):
+                engine.close()
+    if pending:  # a signal arrived during the clean-up of a run that had finished
+        raise TrainingInterrupted(f"received {pending[0].name} while cleaning up")
+    stats = r.finish_stats(final=True)
+    v = r.validator
+    if v.best_tables is not None:
+        final.entity, final.relation = v.best_tables
+        stats.restored_best = v.best_step != stats.steps
+        if stats.restored_best:
+            log.info("kept the best validated tables: step %d, valid MRR %.4f", v.best_step, v.best_mrr)
+    final.train_stats = stats.to_dict()
+    if save:
+        final.save(save)
+    return final
