@@ -14,6 +14,7 @@ number (or the offending argument) in its message.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
@@ -62,6 +63,8 @@ DATASET_URLS: dict[str, tuple[str, str | None]] = {
 # Bump when the cache layout or parsing semantics change, so old caches are rebuilt.
 _CACHE_VERSION = 1
 _DOWNLOAD_TIMEOUT_S = 60
+# Names quoted by KnowledgeGraph.aligned_to's error; the count says how many there are in all.
+_N_MISSING_SHOWN = 5
 
 
 class KGDataError(ValueError):
@@ -157,6 +160,43 @@ class KnowledgeGraph:
         """``(n_train + n_valid + n_test, 3)`` int32: train, valid and test stacked in order."""
         return np.concatenate([self.train, self.valid, self.test])
 
+    def aligned_to(self, entity_names, relation_names) -> KnowledgeGraph:
+        """This graph with its ids renumbered to the given vocabularies, matched by name.
+
+        A saved model's rows are its own id order; a dataset's ids follow first appearance
+        in its train file (or its .dict files), so the two agree only by accident. Matching
+        by name makes evaluation independent of the dataset's line order.
+
+        Args:
+            entity_names: ``(n_entities',)`` sequence of str, row -> name (e.g. a model's
+                ``entity_names``); names must be unique.
+            relation_names: ``(n_relations',)`` sequence of str, row -> name.
+
+        Returns:
+            A KnowledgeGraph whose ``entity_names`` / ``relation_names`` are exactly the
+            given ones and whose int32 ``(n, 3)`` train/valid/test arrays hold the same
+            triples under those ids; every other field (name, dropped_unseen, source) is kept.
+            ``self`` when both vocabularies already equal this graph's, in the same order.
+            Given names this graph lacks are allowed (unused ids).
+
+        Raises:
+            KGDataError: a name of this graph is missing from the given vocabulary (one
+                line with the count and the first few), or the given names are not unique.
+        """
+        ent = _as_name_array(entity_names, "entity_names")
+        rel = _as_name_array(relation_names, "relation_names")
+        if _same_names(self.entity_names, ent) and _same_names(self.relation_names, rel):
+            return self
+        ent_map = _name_map(self.entity_names, ent, "entity", "entities", self.name)
+        rel_map = _name_map(self.relation_names, rel, "relation", "relations", self.name)
+        remapped = {}
+        for split in SPLITS:  # old id -> new id: one NumPy gather per column, no per-triple Python
+            a = self.split(split)
+            remapped[split] = np.stack([ent_map[a[:, 0]], rel_map[a[:, 1]], ent_map[a[:, 2]]], axis=1)
+        # replace() re-runs __post_init__ (range checks) and carries every other field along.
+        return dataclasses.replace(self, entity_names=ent, relation_names=rel,
+                                   dropped_unseen=dict(self.dropped_unseen), **remapped)
+
     def __repr__(self) -> str:
         return (f"KnowledgeGraph({self.name!r}, entities={self.n_entities:,}, "
                 f"relations={self.n_relations:,}, train={len(self.train):,}, "
@@ -168,6 +208,36 @@ def _as_name_array(names, what: str) -> np.ndarray:
     if arr.ndim != 1:
         raise KGDataError(f"KnowledgeGraph.{what}: expected a 1-D sequence of names, got shape {arr.shape}")
     return arr
+
+
+def _same_names(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when the two ``(n,)`` object name arrays are equal element by element, in order."""
+    return a is b or (len(a) == len(b) and bool(np.all(a == b)))
+
+
+def _name_map(names: np.ndarray, target: np.ndarray, kind: str, plural: str, graph: str) -> np.ndarray:
+    """``(len(names),)`` int32: the row of each of ``names`` in ``target``, matched by str.
+
+    One dict over ``target`` plus one lookup pass over ``names`` (no per-triple Python work).
+    KGDataError when ``target`` repeats a name or lacks any of ``names``.
+    """
+    target_str = list(map(str, target))
+    index = {s: i for i, s in enumerate(target_str)}
+    if len(index) != len(target_str):
+        dup = next(s for i, s in enumerate(target_str) if index[s] != i)
+        raise KGDataError(f"the saved model's {kind} names are not unique ({dup!r} appears more "
+                          f"than once); cannot match them to graph {graph!r} by name")
+    ids = _lookup(index, map(str, names), len(names))
+    missing = np.flatnonzero(ids < 0)
+    if len(missing):
+        first = ", ".join(repr(str(names[i])) for i in missing[:_N_MISSING_SHOWN])
+        more = ", ..." if len(missing) > _N_MISSING_SHOWN else ""
+        noun = kind if len(missing) == 1 else plural
+        raise KGDataError(
+            f"the dataset {graph!r} names {len(missing)} {noun} the saved model does not have "
+            f"(first: {first}{more}); evaluate on the graph the model was trained on, or on a "
+            f"subset of its entities and relations")
+    return ids
 
 
 def _index_of(names: np.ndarray, what: str) -> dict:

@@ -370,10 +370,17 @@ def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, ba
     Ties count as the mean of the optimistic and pessimistic rank. Returns
     the pooled metrics plus per-side ones under "head"/"tail", "n_queries"
     and "eval_seconds".
+
+    ``kg`` is matched to the model's rows by entity / relation name (see
+    :meth:`KnowledgeGraph.aligned_to`), so its id order (train.txt line order,
+    .dict numbering) does not matter; it may use a subset of the model's
+    names, and a name the model lacks is a KGDataError.
     """
-    if emb.n_entities != kg.n_entities or emb.relation.shape[0] != kg.n_relations:
-        raise ValueError(f"the model has {emb.n_entities} entities / {emb.relation.shape[0]} relations "
-                         f"but the dataset {kg.n_entities} / {kg.n_relations}: not the same graph")
+    if len(emb.entity_names) != emb.n_entities or len(emb.relation_names) != emb.relation.shape[0]:
+        raise ValueError(f"the model has {emb.n_entities} entity / {emb.relation.shape[0]} relation rows "
+                         f"but {len(emb.entity_names)} / {len(emb.relation_names)} names")
+    # Positional matching silently scores the wrong rows when the dataset numbers names differently.
+    kg = kg.aligned_to(emb.entity_names, emb.relation_names)
     start = time.perf_counter()
     metrics = link_prediction_metrics(emb.score_candidates, kg.split(split), kg.all_triples(),
                                       kg.n_entities, kg.n_relations, batch_size=batch_size)
