@@ -3,7 +3,8 @@
 Covered: results close to the 1-worker trainer; workers really write the
 parent's shared tables; and the lifecycle of the shared blocks and worker
 processes on normal exit, a worker exception, a worker killed by SIGKILL,
-SIGINT (KeyboardInterrupt) and SIGTERM in the parent. After each: no
+and SIGTERM in the parent of a fresh interpreter (SIGINT and SIGTERM for
+every engine: tests/test_engines.py). After each: no
 ``/dev/shm/kgnum_<pid>_*`` block of that run is left, no worker is left,
 the error names the worker, and the checkpoint written earlier loads.
 
@@ -149,18 +150,6 @@ def test_worker_failure_stops_everything(kg, tmp_path, monkeypatch, action, work
     assert ckpt.train_stats.get("checkpoint") and ckpt.train_stats["steps"] > 0
 
 
-def _interruptible_run(kg, out, result):
-    """Fork-driver: a training run in a child of pytest (kernels already compiled)."""
-    try:
-        kgnum.train(kg, MODEL, time_budget=60, workers=2, save=out, checkpoint_every=0.05,
-                    progress=False, **OPTS)
-        text = "finished"
-    except BaseException as e:  # noqa: BLE001 - we want to see exactly what came out
-        text = f"{type(e).__name__}: {e}"
-    with open(result, "w") as f:
-        f.write(text)
-
-
 def wait_for_checkpoint(path, proc_alive, timeout=90):
     deadline = time.monotonic() + timeout
     while not (path / "config.json").exists():
@@ -168,28 +157,6 @@ def wait_for_checkpoint(path, proc_alive, timeout=90):
         assert time.monotonic() < deadline, "no checkpoint written"
         time.sleep(0.05)
     time.sleep(0.2)  # let training go on past the checkpoint
-
-
-def test_keyboard_interrupt_in_parent(kg, tmp_path):
-    out, result = tmp_path / "ckpt", tmp_path / "result.txt"
-    driver = mp.get_context("fork").Process(target=_interruptible_run, args=(kg, str(out), str(result)))
-    driver.start()
-    try:
-        wait_for_checkpoint(out, driver.is_alive)
-        workers = psutil.Process(driver.pid).children()
-        assert len(workers) >= 2
-        os.kill(driver.pid, signal.SIGINT)
-        driver.join(60)
-        assert driver.exitcode == 0
-    finally:
-        if driver.is_alive():
-            driver.kill()
-            driver.join()
-    assert result.read_text().startswith("KeyboardInterrupt")
-    gone, alive = psutil.wait_procs(workers, timeout=10)
-    assert not alive
-    assert block_names(driver.pid) == []
-    assert_checkpoint(out, kg)
 
 
 SIGTERM_SCRIPT = textwrap.dedent("""

@@ -1,0 +1,268 @@
+"""The engine contract: every training backend must pass this file.
+
+Each test runs once per engine in ``ENGINES``: the in-process engine (``cpu``,
+one worker) and the shared-memory engine (``cpu``, two Hogwild processes).
+New engines (the GPU engine with NumPy standing in for CuPy, the Dask engine)
+join by adding a parameter here.
+
+Covered: exact ``max_steps`` / ``epochs``; the time budget; early stopping
+keeps the best tables; the same ``TrainStats`` keys from every engine and in
+every checkpoint; checkpoints load and resume continues; any numeric blow-up
+(NaN or inf loss, a division by zero in the kernel) stops with one error
+naming the flags and leaves the last checkpoint intact; SIGINT / SIGTERM
+leave no process or shared-memory block behind. Also: ``import kgnum``
+imports no engine and the package has no import cycle; unavailable backends
+are a clear error.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import logging
+import multiprocessing as mp
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import kgnum
+from kgnum import loop
+from kgnum.cli import main
+from kgnum.embeddings import Embeddings
+from kgnum.loop import TrainingDiverged, TrainStats
+from kgnum.shm import block_names
+
+ENGINES = [pytest.param(dict(backend="cpu", workers=1), id="cpu-1"),
+           pytest.param(dict(backend="cpu", workers=2), id="cpu-2")]
+OPTS = dict(dim=32, neg=32, neg_chunk=32, batch=128, lr=0.1, gamma=8.0, adv=True, seed=0, progress=False)
+GRAPH = dict(n_entities=400, n_relations=8, n_train=8000, n_valid=300, n_test=300, seed=2)
+STATS_KEYS = {f.name for f in dataclasses.fields(TrainStats)}
+
+
+@pytest.fixture(scope="module")
+def kg():
+    return kgnum.synthetic(**GRAPH)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    yield
+    assert block_names(os.getpid()) == []
+    assert mp.active_children() == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_max_steps_and_epochs_are_exact(kg, engine):
+    stats = kgnum.train(kg, "TransE_l2", max_steps=37, **engine, **OPTS).train_stats
+    assert stats["steps"] == 37 and sum(stats["worker_steps"]) == 37
+    assert len(stats["worker_steps"]) == engine["workers"]
+    per_epoch = -(-kg.train.shape[0] // OPTS["batch"])
+    stats = kgnum.train(kg, "TransE_l2", epochs=3, **engine, **OPTS).train_stats
+    assert stats["steps"] == 3 * per_epoch
+    assert stats["backend"] == engine["backend"] and stats["workers"] == engine["workers"]
+    assert set(stats) == STATS_KEYS
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_time_budget_is_respected(kg, engine):
+    stats = kgnum.train(kg, "TransE_l2", time_budget=1.5, valid_every=50, patience=10**6, **engine, **OPTS).train_stats
+    assert 1.5 <= stats["train_seconds"] < 2.5, stats["train_seconds"]
+    assert stats["valid_seconds"] > 0 and stats["valid_history"]
+    assert stats["triples_per_second"] == pytest.approx(stats["positives"] / stats["train_seconds"])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_early_stopping_keeps_the_best_tables(kg, engine):
+    emb = kgnum.train(kg, "TransE_l2", epochs=60, valid_every=15, patience=2,
+                      **engine, **{**OPTS, "lr": 0.5})
+    stats = emb.train_stats
+    history = stats["valid_history"]
+    best = max(history, key=lambda h: h["valid_mrr"])
+    assert stats["best_step"] == best["step"] and stats["best_valid_mrr"] == best["valid_mrr"]
+    assert stats["restored_best"] and best["step"] < stats["steps"]  # it did stop early and restore
+    from kgnum.eval import link_prediction_metrics
+
+    again = link_prediction_metrics(emb.score_candidates, kg.valid, kg.all_triples(), kg.n_entities,
+                                    kg.n_relations)["mrr"]
+    assert again == pytest.approx(best["valid_mrr"], abs=1e-6)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_checkpoints_load_and_resume_continues(kg, engine, tmp_path):
+    out = tmp_path / "model"
+    first = kgnum.train(kg, "TransE_l2", epochs=3, save=str(out), checkpoint_every=0.01, **engine, **OPTS)
+    saved = kgnum.load(str(out))
+    assert set(saved.train_stats) == STATS_KEYS and not saved.train_stats["checkpoint"]
+    np.testing.assert_array_equal(saved.entity, first.entity)
+    assert saved.entity_state.sum() > 0
+    resumed = kgnum.train(kg, "TransE_l2", epochs=3, init=saved, **engine, **OPTS)
+    assert resumed.train_stats["mean_loss"] < 0.9 * first.train_stats["mean_loss"]
+    assert kgnum.evaluate(resumed, kg)["mrr"] > kgnum.evaluate(first, kg)["mrr"]
+
+
+def _poisoned(kg, value):
+    """Fresh tables with one entity row set to ``value``: the loss stops being finite."""
+    emb = kgnum.train(kg, "TransE_l2", max_steps=1, **{**OPTS, "lr": 1e-9})
+    emb.entity[: kg.n_entities // 2] = value
+    return emb
+
+
+BLOWUPS = {
+    "nan": lambda kg: dict(init=_poisoned(kg, np.nan)),
+    "inf": lambda kg: dict(init=_poisoned(kg, 1e38)),
+    "zero-division": lambda kg: dict(gamma=1e30),
+}
+
+
+@pytest.mark.parametrize("blowup", sorted(BLOWUPS))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_numeric_blowup_stops_with_one_error_and_keeps_the_checkpoint(kg, engine, blowup, tmp_path):
+    out = tmp_path / "model"
+    good = kgnum.train(kg, "TransE_l2", max_steps=20, save=str(out), **engine, **OPTS)
+    with pytest.raises(TrainingDiverged) as info:
+        kgnum.train(kg, "TransE_l2", time_budget=30, save=str(out), checkpoint_every=0.01,
+                    **engine, **{**OPTS, **BLOWUPS[blowup](kg)})
+    message = str(info.value)
+    assert "diverged" in message and "--lr" in message and "--gamma" in message, message
+    assert "\n" not in message
+    back = kgnum.load(str(out))
+    np.testing.assert_array_equal(back.entity, good.entity)
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_cli_blowup_is_one_line_without_traceback(workers, capsys):
+    code = main(["train", "--dataset", "synthetic", "--model", "TransE_l2", "--gamma", "1e30",
+                 "--max-steps", "2000", "--dim", "16", "--no-progress", "--workers", workers])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "--gamma" in err, err
+
+
+def _interruptible(kg, engine, out, result):
+    """Child of pytest (fork): a long run, to be stopped by a signal."""
+    try:
+        kgnum.train(kg, "TransE_l2", time_budget=60, save=out, checkpoint_every=0.05, **engine, **OPTS)
+        text = "finished"
+    except BaseException as e:  # noqa: BLE001 - we want to see exactly what came out
+        text = f"{type(e).__name__}: {e}"
+    with open(result, "w") as f:
+        f.write(text)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_signals_leave_nothing_behind(kg, engine, signum, tmp_path):
+    out, result = tmp_path / "ckpt", tmp_path / "result.txt"
+    kgnum.train(kg, "TransE_l2", max_steps=2, **engine, **OPTS)  # compile before forking
+    driver = mp.get_context("fork").Process(target=_interruptible, args=(kg, engine, str(out), str(result)))
+    driver.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "config.json").exists():
+            assert driver.is_alive() and time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        children = psutil.Process(driver.pid).children()
+        os.kill(driver.pid, signum)
+        driver.join(60)
+        assert driver.exitcode == 0
+    finally:
+        if driver.is_alive():
+            driver.kill()
+            driver.join()
+    text = result.read_text()
+    assert text.startswith("TrainingInterrupted" if signum == signal.SIGTERM else "KeyboardInterrupt"), text
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    assert block_names(driver.pid) == []
+    ckpt = kgnum.load(str(out))
+    assert ckpt.train_stats["checkpoint"] and ckpt.train_stats["steps"] > 0
+    assert np.isfinite(ckpt.entity).all()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_progress_goes_to_the_log_without_a_bar(kg, engine, monkeypatch, caplog):
+    monkeypatch.setattr(loop, "LOG_EVERY_SECONDS", 0.2)
+    with caplog.at_level(logging.INFO, logger="kgnum"):
+        emb = kgnum.train(kg, "TransE_l2", time_budget=1.2, **engine, **OPTS)
+    lines = [r.getMessage() for r in caplog.records if "triples/s" in r.getMessage()]
+    assert len(lines) >= 3 and all("loss" in line for line in lines), lines
+    history = emb.train_stats["history"]
+    assert len(history) == len(lines)
+    assert [h["steps"] for h in history] == sorted(h["steps"] for h in history)
+    assert history[-1]["steps"] == emb.train_stats["steps"]
+    assert all(h["triples_per_second"] > 0 and np.isfinite(h["loss"]) for h in history)
+
+
+def test_unavailable_backends_are_a_clear_error(kg, capsys):
+    for backend in ("gpu", "dask"):
+        with pytest.raises(ValueError, match=f"--backend {backend}: .*--backend cpu"):
+            kgnum.train(kg, "TransE_l2", max_steps=1, backend=backend, **OPTS)
+        assert main(["train", "--dataset", "synthetic", "--max-steps", "1", "--backend", backend]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--backend {backend}" in err
+    with pytest.raises(ValueError, match="--backend"):
+        kgnum.train(kg, "TransE_l2", max_steps=1, backend="tpu", **OPTS)
+
+
+def test_import_kgnum_imports_no_engine():
+    code = ("import sys, kgnum; heavy = ('dask', 'distributed', 'cupy', 'torch', 'optuna', 'sklearn', "
+            "'pymetis', 'kgnum.shm', 'kgnum.local', 'kgnum.gpu', 'kgnum.cluster'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def _imports_of(path: pathlib.Path, module: str, package_root: pathlib.Path) -> set[str]:
+    """kgnum modules imported anywhere in ``path`` (module level or inside functions)."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module
+            found.add(prefix)
+            found.update(f"{prefix}.{a.name}" for a in node.names)
+    return {m for m in found if m == "kgnum" or m.startswith("kgnum.")}
+
+
+def test_no_import_cycle_in_the_package():
+    root = pathlib.Path(kgnum.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    graph = {m: {d for d in _imports_of(p, m, root) if d in modules and d != m} for m, p in modules.items()}
+    # a package's __init__ importing its own submodules is not a cycle of ideas; drop parent edges
+    graph = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
+    state, cycles = {}, []
+
+    def visit(m, stack):
+        state[m] = "open"
+        stack.append(m)
+        for d in graph[m]:
+            if state.get(d) == "open":
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d, stack)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    assert not cycles, cycles
