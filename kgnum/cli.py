@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(t)
     t.add_argument("--save", help="directory to save the model to (written atomically)")
     t.add_argument("--checkpoint-every", type=float, help="also save every N seconds while training")
-    t.add_argument("--load", help="resume training from a saved model (same --model and --dim)")
+    t.add_argument("--load", help="continue training a saved model: its saved configuration (model, dim, "
+                   "hyperparameters, validation) carries on, flags given here override it, the dataset is "
+                   "matched to its rows by name, and its statistics accumulate")
     t.add_argument("--eval-split", choices=["test", "valid", "none"], default="test")
     t.add_argument("--json", help="write the run's metrics to this JSON file")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -136,9 +138,9 @@ def cmd_train(args) -> int:
 
     kg = _load_kg(args)
     options = _config_from_args(args)
-    model = options.pop("model", TrainConfig().model)
+    model = options.pop("model", None)
     init = kgnum.load(args.load) if args.load else None
-    log.info("%s; training %s", kg, model)
+    log.info("%s; training %s", kg, model or (init.model if init else TrainConfig.model))
     emb = kgnum.train(kg, model, init=init, save=args.save, checkpoint_every=args.checkpoint_every,
                       progress=not args.no_progress, **options)
     stats = emb.train_stats

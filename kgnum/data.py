@@ -235,8 +235,8 @@ def _name_map(names: np.ndarray, target: np.ndarray, kind: str, plural: str, gra
         noun = kind if len(missing) == 1 else plural
         raise KGDataError(
             f"the dataset {graph!r} names {len(missing)} {noun} the saved model does not have "
-            f"(first: {first}{more}); evaluate on the graph the model was trained on, or on a "
-            f"subset of its entities and relations")
+            f"(first: {first}{more}); use the graph the model was trained on, or a subset of "
+            f"its entities and relations")
     return ids
 
 

@@ -33,7 +33,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -195,6 +195,9 @@ class Validator:
     def due(self, steps_done: int, last: int) -> bool:
         return self.enabled and steps_done // self.every > last // self.every
 
+    def steps_to_next(self, steps_done: int) -> float:
+        return self.every - steps_done % self.every if self.enabled else math.inf
+
     def check(self, emb, steps_done: int) -> bool:
         """Evaluate ``emb`` (a snapshot the validator may keep); return True when training should stop."""
         from .eval import link_prediction_metrics
@@ -237,6 +240,7 @@ class TrainStats:
     worker_steps: list = field(default_factory=list)
     checkpoint: bool = False  # True in a checkpoint written while training
     loss_sum: float = 0.0
+    legs: int = 1  # training runs so far: a resumed model continues its counters
 
     def add(self, report: Report) -> None:
         self.steps += report.steps
@@ -245,6 +249,18 @@ class TrainStats:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def previous(cls, saved: dict | None) -> "TrainStats":
+        """The counters a resumed run continues from (zeros for a fresh run or an old save)."""
+        known = {f.name for f in fields(cls)}
+        stats = cls(**{"backend": "", "workers": 0, "legs": 0,
+                       **{k: v for k, v in (saved or {}).items() if k in known}})
+        if saved and "legs" not in saved:
+            stats.legs = 1
+        if saved and "loss_sum" not in saved:
+            stats.loss_sum = stats.mean_loss * stats.positives
+        return stats
 
 
 # -- signals ---------------------------------------------------------------------------
@@ -287,8 +303,9 @@ def _signals_held(pending: list):
 # -- the loop --------------------------------------------------------------------------
 
 class _Run:
-    def __init__(self, engine: Engine, job: Job, kg, cfg, emb, save, checkpoint_every, progress):
+    def __init__(self, engine: Engine, job: Job, kg, cfg, emb, save, checkpoint_every, progress, previous):
         self.engine, self.job, self.cfg, self.emb = engine, job, cfg, emb
+        self.prev = TrainStats.previous(previous)  # earlier legs: steps and seconds continue from there
         self.save, self.checkpoint_every = save, checkpoint_every
         self.budget = Budget(cfg, job.edges.shape[0])
         self.validator = Validator(kg, cfg, cfg.seed)
@@ -324,16 +341,24 @@ class _Run:
         return self.emb.with_tables(tables)
 
     def finish_stats(self, final: bool) -> TrainStats:
-        s = self.stats
-        s.train_seconds = self.budget.elapsed()
+        """The record so far: this leg's counters added to the earlier legs'."""
+        leg, prev, v = self.stats, self.prev, self.validator
+        s = TrainStats(leg.backend, leg.workers)
+        s.train_seconds = prev.train_seconds + self.budget.elapsed()
+        s.steps, s.positives = prev.steps + leg.steps, prev.positives + leg.positives
+        s.loss_sum = prev.loss_sum + leg.loss_sum
         s.triples_per_second = s.positives / max(s.train_seconds, 1e-9)
         s.mean_loss = s.loss_sum / max(s.positives, 1)
-        s.valid_seconds = self.validator.seconds
-        s.valid_history = list(self.validator.history)
-        s.best_step = self.validator.best_step
-        s.best_valid_mrr = None if self.validator.best_step is None else self.validator.best_mrr
+        s.valid_seconds = prev.valid_seconds + v.seconds
+        s.valid_history = list(prev.valid_history) + list(v.history)
+        s.history = list(prev.history) + list(leg.history)
+        if v.best_step is not None:
+            s.best_step, s.best_valid_mrr = v.best_step, v.best_mrr
+        else:
+            s.best_step, s.best_valid_mrr = prev.best_step, prev.best_valid_mrr
         s.worker_steps = list(self.engine.worker_steps)
         s.checkpoint = not final
+        s.legs = prev.legs + 1
         return s
 
     def history_point(self, window: tuple) -> None:
@@ -345,6 +370,7 @@ class _Run:
             return
         rate = (positives - p0) / max(now - t0, 1e-9)
         loss = (loss_sum - l0) / (positives - p0)
+        steps, now = steps + self.prev.steps, now + self.prev.train_seconds  # over every leg
         self.stats.history.append({"seconds": round(now, 3), "steps": steps, "loss": loss,
                                    "triples_per_second": rate})
         log.info("step %d (%.0f s): loss %.4f, %s triples/s", steps, now, loss, f"{rate:,.0f}")
@@ -361,16 +387,17 @@ class _Run:
         window = (0.0, 0, 0, 0.0)
         with self.bar.logging():
             while not budget.done(stats.steps):
-                before = stats.steps
-                t0 = time.perf_counter()
-                report = engine.advance(int(min(call_steps, budget.steps_left(stats.steps))))
+                before = self.prev.steps + stats.steps  # validations fall on multiples of --valid-every
+                t0 = time.perf_counter()  # counted over every leg; an engine running one call at a time
+                report = engine.advance(int(min(call_steps, budget.steps_left(stats.steps),  # meets them
+                                                validator.steps_to_next(before))))
                 if report.steps:
                     call_steps = fit_call_steps(report.steps, time.perf_counter() - t0, budget.steps_per_epoch)
                 self.account(report)
                 if report.finished:
                     break
-                if validator.due(stats.steps, before):
-                    if validator.check(self.snapshot_emb(with_state=False), stats.steps):
+                if validator.due(self.prev.steps + stats.steps, before):
+                    if validator.check(self.snapshot_emb(with_state=False), self.prev.steps + stats.steps):
                         log.info("early stopping: no better valid MRR in %d validations", validator.patience)
                         break
                 if self.save and self.checkpoint_every and \
@@ -384,15 +411,16 @@ class _Run:
 
 
 def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
-        checkpoint_every: float | None = None, progress: bool = True):
+        checkpoint_every: float | None = None, progress: bool = True, previous: dict | None = None):
     """Train ``emb``'s tables with ``engine`` under ``cfg``'s stopping rules; return the trained
     Embeddings (``train_stats``: ``TrainStats.to_dict()``), also saved to ``save`` when given.
 
     Raises TrainingDiverged (naming the flags to lower) when the loss or the tables stop being
     finite, TrainingInterrupted on SIGTERM, and whatever the engine raises; the engine is closed
-    and the last checkpoint left intact in every case.
+    and the last checkpoint left intact in every case. ``previous``: the saved ``train_stats`` of
+    the model being resumed; steps, positives, seconds and histories continue from them.
     """
-    r = _Run(engine, job, kg, cfg, emb, save, checkpoint_every, progress)
+    r = _Run(engine, job, kg, cfg, emb, save, checkpoint_every, progress, previous)
     pending: list = []
     with _sigterm_raises():
         try:
@@ -416,7 +444,7 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
     v = r.validator
     if v.best_tables is not None:
         final.entity, final.relation = v.best_tables
-        stats.restored_best = v.best_step != stats.steps
+        stats.restored_best = v.best_step != stats.steps  # both count over every leg
         if stats.restored_best:
             log.info("kept the best validated tables: step %d, valid MRR %.4f", v.best_step, v.best_mrr)
     final.train_stats = stats.to_dict()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from dataclasses import fields
 
 import numpy as np
 
@@ -30,19 +31,38 @@ log = logging.getLogger("kgnum")
 _ENGINE_MODULES = {"gpu": ("kgnum.gpu.engine", "gpu"), "dask": ("kgnum.cluster.engine", "cluster")}
 
 
+STOPPING = ("max_steps", "epochs", "time_budget")  # count from the start of each leg, never resumed
+
+
+def resolve_config(model: str | None, options: dict, init: Embeddings | None) -> TrainConfig:
+    """The run's configuration: ``options`` over TrainConfig's defaults, or, when resuming, over
+    the configuration saved with ``init`` (all but the stopping rules); each override is logged."""
+    if init is None:
+        return TrainConfig(model=model or TrainConfig.model, **options).validate()
+    known = {f.name for f in fields(TrainConfig)}
+    saved = {k: v for k, v in init.config.items() if k in known and k not in STOPPING}
+    saved.update(model=init.model, dim=init.dim)
+    explicit = dict(options, **({"model": model} if model else {}))
+    if get_model(explicit.get("model", init.model)).name != init.model or explicit.get("dim", init.dim) != init.dim:
+        raise ValueError(f"cannot resume: the saved model is {init.model} dim {init.dim}, "
+                         f"but this run asks for --model {explicit.get('model', init.model)} "
+                         f"--dim {explicit.get('dim', init.dim)}")
+    explicit.pop("model", None)
+    overrides = [f"--{k.replace('_', '-')} {saved[k]!r} -> {v!r}" for k, v in explicit.items()
+                 if k in saved and saved[k] != v]
+    cfg = TrainConfig(**{**saved, **explicit}).validate()
+    log.info("resuming %s dim %d with its saved configuration%s", cfg.model, cfg.dim,
+             "; overrides: " + ", ".join(overrides) if overrides else "")
+    return cfg
+
+
 def initial_embeddings(kg: KnowledgeGraph, cfg: TrainConfig, init: Embeddings | None) -> Embeddings:
-    """Fresh tables, or a copy of ``init`` (resume) after checking it matches."""
+    """Fresh tables for ``kg``, or a copy of ``init`` (resume); ``kg`` must already be aligned to
+    ``init``'s rows (``KnowledgeGraph.aligned_to``)."""
     sf = get_model(cfg.model)
     if init is not None:
-        if init.model != sf.name or init.dim != cfg.dim:
-            raise ValueError(f"cannot resume: the saved model is {init.model} dim {init.dim}, "
-                             f"but this run asks for --model {cfg.model} --dim {cfg.dim}")
-        if init.n_entities != kg.n_entities or init.relation.shape[0] != kg.n_relations:
-            raise ValueError(f"cannot resume: the saved model has {init.n_entities} entities and "
-                             f"{init.relation.shape[0]} relations, the dataset {kg.n_entities} and "
-                             f"{kg.n_relations}")
         return Embeddings(sf.name, init.entity.copy(), init.relation.copy(), cfg.to_dict(),
-                          kg.entity_names, kg.relation_names, init.entity_state.copy(),
+                          init.entity_names, init.relation_names, init.entity_state.copy(),
                           init.relation_state.copy())
     entity, relation = sf.init_tables(kg.n_entities, kg.n_relations, cfg.dim, cfg.gamma, cfg.seed)
     return Embeddings(sf.name, entity, relation, cfg.to_dict(), kg.entity_names, kg.relation_names)
@@ -83,7 +103,7 @@ def make_engine(cfg: TrainConfig) -> Engine:
     return engine_module.make_engine(cfg)
 
 
-def train(kg: KnowledgeGraph, model: str = "TransE_l2", *, init: Embeddings | None = None,
+def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | None = None,
           save: str | None = None, checkpoint_every: float | None = None, progress: bool = True,
           **options) -> Embeddings:
     """Train embeddings of ``kg`` and return them.
@@ -91,17 +111,23 @@ def train(kg: KnowledgeGraph, model: str = "TransE_l2", *, init: Embeddings | No
     ``options`` are TrainConfig fields (dim, neg, neg_chunk, batch, lr, gamma,
     adv, adv_temp, reg_coef, reg_norm, neg_sampling, max_steps, epochs,
     time_budget, valid_every, patience, valid_sample, backend, workers, seed).
-    ``init`` resumes from saved embeddings (same model and dim). ``save``
+    ``model`` defaults to TransE_l2. ``init`` resumes from saved embeddings:
+    the configuration saved with them is continued (options override it; the
+    stopping rules count from the start of this leg), ``kg`` is matched to
+    their rows by entity and relation name, and the statistics accumulate
+    (steps, positives, seconds, validation history). ``save``
     writes the result (atomically) to that directory, and also every
     ``checkpoint_every`` seconds while training when given. The returned
     object's ``train_stats`` is ``loop.TrainStats`` as a dict (train_seconds,
     steps, positives, triples_per_second, mean_loss, workers, backend,
     valid_history, best_step, history, ...).
     """
-    cfg = TrainConfig(model=model, **options).validate()
+    cfg = resolve_config(model, options, init)
     if kg.train.shape[0] == 0:
         raise ValueError("the training split is empty")
+    if init is not None:
+        kg = kg.aligned_to(init.entity_names, init.relation_names)
     engine = make_engine(cfg)
     emb = initial_embeddings(kg, cfg, init)
     return run(engine, make_job(kg, cfg, emb), kg, cfg, emb, save=save, checkpoint_every=checkpoint_every,
-               progress=progress)
+               progress=progress, previous=init.train_stats if init is not None else None)

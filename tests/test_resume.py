@@ -1,0 +1,136 @@
+"""Resume: ``kgnum train --load DIR`` continues the saved run.
+
+The saved configuration carries on (only the stopping rules are the new leg's),
+explicit flags override it and are logged, the statistics accumulate, and the
+dataset is matched to the model's rows by name (a relabelled copy of the same
+graph resumes to the very same tables).
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+import kgnum
+from kgnum.cli import main
+from kgnum.data import KGDataError, load_dataset
+
+# deliberately far from the global defaults: a resume that forgot them would show
+FIRST = ["train", "--dataset", "synthetic", "--model", "DistMult", "--dim", "24", "--neg", "16",
+         "--neg-chunk", "16", "--batch", "64", "--lr", "0.07", "--gamma", "5", "--adv", "--adv-temp", "0.5",
+         "--reg-coef", "1e-4", "--reg-norm", "2", "--valid-every", "40", "--patience", "50",
+         "--valid-sample", "100", "--seed", "3", "--max-steps", "120", "--no-progress",
+         "--eval-split", "none"]
+STOPPING = ("max_steps", "epochs", "time_budget")
+
+
+def _saved(path):
+    with open(path / "config.json") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    path = tmp_path_factory.mktemp("first") / "model"
+    assert main(FIRST + ["--save", str(path)]) == 0
+    return path, _saved(path)
+
+
+def test_resume_without_model_flags_continues_the_saved_configuration(first, tmp_path, caplog):
+    path, meta = first
+    out = tmp_path / "resumed"
+    with caplog.at_level(logging.INFO, logger="kgnum"):
+        assert main(["train", "--load", str(path), "--dataset", "synthetic", "--max-steps", "80",
+                     "--no-progress", "--eval-split", "none", "--save", str(out)]) == 0
+    resumed = _saved(out)
+    for key, value in meta["config"].items():
+        if key not in STOPPING:
+            assert resumed["config"][key] == value, key
+    assert resumed["config"]["max_steps"] == 80
+    assert resumed["model"] == "DistMult" and resumed["dim"] == 24
+    a, b = meta["train_stats"], resumed["train_stats"]
+    assert b["steps"] == a["steps"] + 80 == 200
+    assert b["positives"] == a["positives"] + 80 * 64
+    assert b["train_seconds"] > a["train_seconds"] and b["legs"] == 2
+    assert b["valid_history"][: len(a["valid_history"])] == a["valid_history"]
+    assert [h["step"] for h in b["valid_history"][len(a["valid_history"]):]] == [160, 200]
+    assert "overrides" not in caplog.text and "saved configuration" in caplog.text
+
+
+def test_explicit_flags_override_and_are_logged(first, tmp_path, caplog):
+    path, meta = first
+    out = tmp_path / "resumed"
+    with caplog.at_level(logging.INFO, logger="kgnum"):
+        assert main(["train", "--load", str(path), "--dataset", "synthetic", "--max-steps", "10",
+                     "--lr", "0.03", "--no-progress", "--eval-split", "none", "--save", str(out)]) == 0
+    config = _saved(out)["config"]
+    assert config["lr"] == 0.03 and config["neg"] == 16 and config["batch"] == 64
+    assert "--lr 0.07 -> 0.03" in caplog.text
+
+
+def test_resume_refuses_another_model_or_dim(first, capsys):
+    path, _ = first
+    for flags in (["--model", "ComplEx"], ["--dim", "32"]):
+        assert main(["train", "--load", str(path), "--dataset", "synthetic", "--max-steps", "1",
+                     "--no-progress", *flags]) == 2
+        assert "cannot resume" in capsys.readouterr().err
+
+
+def test_api_resume_continues_the_configuration(small_kg):
+    first = kgnum.train(small_kg, "ComplEx", dim=16, neg=8, neg_chunk=8, batch=32, lr=0.05, max_steps=20,
+                        progress=False)
+    again = kgnum.train(small_kg, init=first, max_steps=5, progress=False)
+    assert {k: v for k, v in again.config.items() if k not in STOPPING} == \
+        {k: v for k, v in first.config.items() if k not in STOPPING}
+    assert again.train_stats["steps"] == 25
+
+
+@pytest.fixture(scope="module")
+def umls(data_dir, tmp_path_factory):
+    return load_dataset(f"{data_dir}/umls", cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+def _relabelled_copy(kg, folder, seed):
+    """The same graph, same line order, in udd_hrt with ids drawn by a permutation."""
+    rng = np.random.default_rng(seed)
+    new_ent, new_rel = rng.permutation(kg.n_entities), rng.permutation(kg.n_relations)
+    folder.mkdir()
+    for kind, names, new in (("entities", kg.entity_names, new_ent), ("relations", kg.relation_names, new_rel)):
+        (folder / f"{kind}.dict").write_text("".join(f"{new[i]}\t{names[i]}\n" for i in range(len(names))))
+    for split in ("train", "valid", "test"):
+        (folder / f"{split}.txt").write_text(
+            "".join(f"{new_ent[h]}\t{new_rel[r]}\t{new_ent[t]}\n" for h, r, t in kg.split(split).tolist()))
+    return load_dataset(str(folder), format="udd_hrt", cache_dir=str(folder / "cache"))
+
+
+def test_resume_on_a_relabelled_copy_trains_the_same_rows(umls, tmp_path):
+    opts = dict(dim=16, neg=16, neg_chunk=16, batch=128, lr=0.1, gamma=6.0, progress=False)
+    start = kgnum.train(umls, "TransE_l2", max_steps=30, **opts)
+    copy = _relabelled_copy(umls, tmp_path / "udd", seed=5)
+    assert list(copy.entity_names) != list(umls.entity_names)
+    on_original = kgnum.train(umls, init=start, max_steps=30, progress=False)
+    on_copy = kgnum.train(copy, init=start, max_steps=30, progress=False)
+    assert list(on_copy.entity_names) == list(start.entity_names)  # rows keep the model's order
+    np.testing.assert_array_equal(on_copy.entity, on_original.entity)
+    np.testing.assert_array_equal(on_copy.relation, on_original.relation)
+    metrics = [{k: v for k, v in kgnum.evaluate(emb, kg).items() if k != "eval_seconds"}
+               for emb, kg in ((on_copy, copy), (on_original, umls))]
+    assert metrics[0] == metrics[1]
+
+
+def test_resume_on_a_graph_with_unknown_names_is_one_clear_error(umls, tmp_path, capsys):
+    start = kgnum.train(umls, "TransE_l2", max_steps=2, dim=8, progress=False)
+    start.save(str(tmp_path / "model"))
+    folder = tmp_path / "grown"
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        lines = open(f"{umls.source}/{split}.txt").read()
+        (folder / f"{split}.txt").write_text(lines + ("brand_new_thing\tisa\tcell\n" if split == "train" else ""))
+    with pytest.raises(KGDataError, match="1 entity.*brand_new_thing"):
+        kgnum.train(load_dataset(str(folder)), init=start, max_steps=1, progress=False)
+    assert main(["train", "--load", str(tmp_path / "model"), "--data-path", str(folder), "--max-steps", "1",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "brand_new_thing" in err
