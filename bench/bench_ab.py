@@ -46,6 +46,18 @@ def import_revision(rev: str, into: Path):
     return sha, importlib.import_module(f"{name}.kernels.step")
 
 
+def kernel_call(step, model: str, tables: tuple, edges, order, cdf):
+    """``(start, stop) -> loss`` for either kernel signature: grouped Tables / StepParams
+    (since the engine contract) or the earlier 18 positional arguments."""
+    if hasattr(step, "StepParams"):
+        kernel = step.train_kernel(model, ())
+        t = step.Tables(*tables)
+        params = step.step_params(BATCH, CHUNK, NEG, cdf, 9.0, 0.25, 1.0)
+        return lambda a, b: kernel(t, edges, order, a, b, params, 0)
+    kernel = step.train_kernel(model)
+    return lambda a, b: kernel(*tables, edges, order, a, b, BATCH, CHUNK, NEG, cdf, 9.0, 0.25, 1.0, 0.0, 3, 0)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("revision", help="git revision to compare against (e.g. HEAD~1)")
@@ -65,15 +77,16 @@ def main():
     cdf = np.empty(0, dtype=np.float64)
     with tempfile.TemporaryDirectory() as tmp:
         sha, old_step = import_revision(args.revision, Path(tmp))
-        kernels = {"old": old_step.train_kernel(args.model), "new": new_step.train_kernel(args.model)}
+        kernels = {"old": old_step, "new": new_step}
         tables = {}
         for name in kernels:
             ent, rel = sf.init_tables(kg.n_entities, kg.n_relations, DIM, 9.0, np.random.default_rng(0))[:2]
             tables[name] = (ent, rel, np.zeros(len(ent), np.float32), np.zeros(len(rel), np.float32))
+        calls = {name: kernel_call(step, args.model, tables[name], edges, order, cdf)
+                 for name, step in kernels.items()}
 
         def run(name, a, b):
-            return kernels[name](*tables[name], edges, order, a, b, BATCH, CHUNK, NEG, cdf, 9.0, 0.25, 1.0,
-                                 0.0, 3, 0)
+            return calls[name](a, b)
 
         for name in kernels:
             run(name, 0, BATCH)  # compile

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 import kgnum
 from kgnum.kernels.reference import numpy_train_range
 from kgnum.kernels.registry import get_model
+from kgnum.kernels.step import Tables, step_params
 
 DIM, NEG, CHUNK, BATCH = 400, 200, 200, 1000
 
@@ -62,16 +63,14 @@ def sgemm_gflops(seconds: float = 1.0) -> tuple[float, float]:
 def numpy_rate(kg, model: str, seconds: float) -> float:
     sf = get_model(model)
     entity, relation = sf.init_tables(kg.n_entities, kg.n_relations, DIM, 12.0, 0)
-    ent_state = np.zeros(kg.n_entities, np.float32)
-    rel_state = np.zeros(kg.n_relations, np.float32)
+    tables = Tables(entity, relation, np.zeros(kg.n_entities, np.float32), np.zeros(kg.n_relations, np.float32))
+    params = step_params(BATCH, CHUNK, NEG, None, 12.0, 0.1, 1.0)
     order = np.random.default_rng(0).permutation(kg.train.shape[0])
     rng = np.random.default_rng(1)
     done, start = 0, time.perf_counter()
     with threadpool_limits(1):
         while time.perf_counter() - start < seconds:
-            numpy_train_range(sf, entity, relation, ent_state, rel_state, kg.train, order, done,
-                              done + BATCH, BATCH, CHUNK, NEG, rng, np.float32(12.0), np.float32(0.1),
-                              1.0)
+            numpy_train_range(sf, tables, kg.train, order, done, done + BATCH, params, rng)
             done += BATCH
     return done / (time.perf_counter() - start)
 
