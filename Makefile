@@ -12,14 +12,14 @@ export KGNUM_DATA_DIR
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,tune]'
 	touch $@
 
 venv: $(VENV)/.installed
 
 demo: venv
 	$(VENV)/bin/kgnum train --dataset synthetic --model TransE_l2 --dim 64 --neg 64 --neg-chunk 64 \
-		--batch 256 --lr 0.1 --gamma 8 --adv --max-steps 1500 --eval-split test --seed 0
+		--batch 256 --lr 0.1 --gamma 8 --max-steps 1500 --workers 1 --eval-split test --seed 0
 
 test: venv
 	$(PY) -m pytest -q

@@ -11,7 +11,7 @@ import time
 
 from dataclasses import fields
 
-from .config import TrainConfig
+from .config import CAP_EPOCHS, CAP_SECONDS, TrainConfig, model_defaults_table
 from .kernels.registry import model_names
 from .presets import PRESETS, preset_values
 
@@ -36,9 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgnum", description="Fast knowledge-graph embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train embeddings, then evaluate")
+    t = sub.add_parser("train", help="train embeddings, then evaluate",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="each model's own defaults (the other flags' defaults are shared):\n"
+                              + model_defaults_table()
+                              + "\nWith no stopping rule, training runs until early stopping ends it, at most "
+                              f"{CAP_EPOCHS} epochs or {CAP_SECONDS:g} s.")
     _data_args(t)
-    t.add_argument("--preset", choices=sorted(PRESETS), help="tuned defaults for a dataset; explicit flags win")
+    t.add_argument("--preset", choices=sorted(PRESETS), help="tuned settings for a dataset; explicit flags "
+                   "and --config win")
+    t.add_argument("--config", help="a JSON file of settings (e.g. best.json from kgnum tune); explicit flags "
+                   "win")
     _config_args(t)
     t.add_argument("--save", help="directory to save the model to (written atomically)")
     t.add_argument("--checkpoint-every", type=float, help="also save every N seconds while training")
@@ -48,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-split", choices=["test", "valid", "none"], default="test")
     t.add_argument("--json", help="write the run's metrics to this JSON file")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    tu = sub.add_parser("tune", help="budgeted hyperparameter search (Optuna): writes DIR/best.json for "
+                        "kgnum train --config")
+    _data_args(tu)
+    tu.add_argument("--model", required=True, help=f"score function; one of {', '.join(model_names())}")
+    tu.add_argument("--time-budget", type=float, required=True, help="wall-clock seconds for the whole study")
+    tu.add_argument("--trials", type=int, help=f"number of trials, each with an equal share of the budget "
+                    f"(default: trials of budget/{8} each until the budget is spent)")
+    tu.add_argument("--workers", type=_workers, help="workers of every trial (default: the cores this process "
+                    "may use)")
+    tu.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default 0)")
+    tu.add_argument("--space", action="append", metavar="NAME=LOW:HIGH",
+                    help="replace one range of the search space (repeatable): lr, gamma, adv-temp, reg-coef as "
+                         "LOW:HIGH (log scale), dim, neg, batch as choices A|B|C")
+    tu.add_argument("--out", required=True, help="directory for best.json, trials.tsv, study.json, journal.log")
 
     e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
     e.add_argument("--load", required=True, help="saved model directory")
@@ -73,32 +96,65 @@ def build_parser() -> argparse.ArgumentParser:
 _CONFIG_FLAGS = tuple(f.name for f in fields(TrainConfig))
 
 
+def _workers(text: str):
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, its help and default taken from the field; every flag
-    defaults to None so the CLI can tell an explicit flag from a preset or saved value."""
+    defaults to None so the CLI can tell an explicit flag from a preset, file or saved value."""
     stop = p.add_argument_group("stopping (the first reached wins)")
     for f in fields(TrainConfig):
         help_text = f.metadata["help"]
         if f.name == "model":
             help_text += f"; one of {', '.join(model_names())}"
-        if f.default is not None and f.type != "bool":
+        if f.metadata.get("per_model"):
+            help_text += " (default: the model's, listed below)"
+        elif f.default is not None and f.type != "bool":
             help_text += f" (default {f.default})"
         target = stop if f.metadata.get("group") == "stop" else p
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
-            target.add_argument(flag, action="store_true", default=None, help=help_text + " (default off)")
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text + f" (default {'on' if f.default else 'off'})")
             continue
-        kind = {"int": int, "float": float, "str": str}[f.type.split(" ")[0]]
+        kind = _workers if f.name == "workers" else {"int": int, "float": float, "str": str}[f.type.split(" ")[0]]
         target.add_argument(flag, type=kind, choices=f.metadata.get("choices"), help=help_text)
 
 
 def _config_from_args(args) -> dict:
-    """Explicit flags > preset (for the chosen model) > TrainConfig defaults."""
+    """Explicit flags > --config file > preset (for the chosen model) > the model's defaults."""
     values = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
+    if getattr(args, "config", None):
+        values = {**read_config_file(args.config), **values}
     if args.preset:
-        model = values.get("model") or TrainConfig().model
+        model = values.get("model") or TrainConfig.model
         values = {**preset_values(args.preset, model), **values}
     return values
+
+
+def read_config_file(path: str) -> dict:
+    """TrainConfig fields from a JSON file: a flat object, or one holding them under "config"."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--config {path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {path}: not valid JSON ({e})") from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of settings")
+    unknown = sorted(set(data) - set(_CONFIG_FLAGS))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown settings {', '.join(unknown)}")
+    return data
 
 
 def _load_kg(args):
@@ -168,6 +224,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .tune import tune
+
+    kg = _load_kg(args)
+    summary = tune(kg, args.model, args.time_budget, out=args.out, trials=args.trials, workers=args.workers,
+                   seed=args.seed, space=args.space)
+    print(f"\n{len(summary['trials'])} trials in {args.time_budget:g} s"
+          + (" (interrupted)" if summary["interrupted"] else ""))
+    if summary["best_trial"] is None:
+        print("no trial completed: nothing written to best.json")
+        return 130 if summary["interrupted"] else 1
+    print(f"best: trial {summary['best_trial']}, valid MRR {summary['best_valid_mrr']:.4f}; "
+          f"kgnum train --config {os.path.join(args.out, 'best.json')} ...")
+    return 130 if summary["interrupted"] else 0
+
+
 def cmd_eval(args) -> int:
     import kgnum
 
@@ -209,7 +281,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
+        return {"train": cmd_train, "tune": cmd_tune, "eval": cmd_eval, "predict": cmd_predict,
                 "similar": cmd_similar}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         # KGDataError is a ValueError: input problems are one clear line, not a traceback

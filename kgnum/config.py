@@ -5,9 +5,22 @@ Each field carries its command-line help (``metadata["help"]``); the CLI builds
 """
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import asdict, dataclass, field, fields
 
+log = logging.getLogger("kgnum")
+
 BACKENDS = ("cpu", "gpu", "dask")
+VALIDATIONS_PER_RUN = 20  # automatic --valid-every aims at this many validations in a run
+MIN_VALID_SECONDS = 2.0  # ... never closer together than this much training
+# no stopping rule given: train until early stopping ends it, but never longer than this
+CAP_EPOCHS = 200
+CAP_SECONDS = 3600.0
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _opt(default, help: str, **extra):
@@ -30,32 +43,51 @@ class TrainConfig:
     neg: int = _opt(200, "negatives shared by each chunk")
     neg_chunk: int = _opt(200, "positives per chunk sharing negatives")
     batch: int = _opt(1000, "positives per step")
-    lr: float = _opt(0.25, "Adagrad learning rate")
-    gamma: float = _opt(12.0, "margin of distance models; also sets the init scale (gamma + 2) / dim")
-    adv: bool = _opt(False, "self-adversarial negative weighting")
-    adv_temp: float = _opt(1.0, "temperature of --adv")
-    reg_coef: float = _opt(0.0, "L2/L3 regularization coefficient")
-    reg_norm: int = _opt(3, "regularization norm", choices=(2, 3))
+    lr: float | None = _opt(None, "Adagrad learning rate", per_model=True)
+    gamma: float | None = _opt(None, "margin of distance models; also sets the init scale (gamma + 2) / dim",
+                               per_model=True)
+    adv: bool = _opt(True, "self-adversarial negative weighting (--no-adv: uniform weights)")
+    adv_temp: float | None = _opt(None, "temperature of --adv", per_model=True)
+    reg_coef: float | None = _opt(None, "L3 (or L2) regularization coefficient", per_model=True)
+    reg_norm: int | None = _opt(None, "regularization norm", choices=(2, 3), per_model=True)
     neg_sampling: str = _opt("uniform", "negative distribution", choices=("uniform", "degree"))
     max_steps: int | None = _opt(None, "steps (batches) in total over all workers", group="stop")
     epochs: float | None = _opt(None, "passes over the training triples", group="stop")
     time_budget: float | None = _opt(None, "seconds of training, validation included", group="stop")
-    valid_every: int | None = _opt(None, "evaluate on valid every N steps; stop early when valid MRR "
-                                         "stops improving and keep the best tables", group="stop")
-    patience: int = _opt(3, "validations without improvement before stopping", group="stop")
-    valid_sample: int | None = _opt(None, "validate on at most this many valid triples", group="stop")
+    valid_every: int | None = _opt(None, "evaluate on valid every N steps, stop early when valid MRR "
+                                         "stops improving and keep the best tables; default: about "
+                                         f"{VALIDATIONS_PER_RUN} validations per run, at least "
+                                         f"{MIN_VALID_SECONDS:g} s of training apart, whenever a valid "
+                                         "split exists; 0: off", group="stop")
+    patience: int | None = _opt(None, "validations without improvement before stopping", group="stop",
+                                per_model=True)
+    valid_sample: int | None = _opt(5000, "validate on at most this many valid triples", group="stop")
     backend: str = _opt("cpu", "engine: cpu (in process with --workers 1, shared-memory processes "
                                "with more), gpu, dask", choices=BACKENDS)
-    workers: int = _opt(1, "worker processes (Hogwild on shared memory)")
+    workers: int | None = _opt(None, "worker processes (Hogwild on shared memory); default: the cores this "
+                                     "process may use; 1 is deterministic for a given --seed")
     seed: int = _opt(0, "random seed; single-process runs are deterministic")
 
     def validate(self) -> "TrainConfig":
+        """Fill what was left to the model (its registry defaults), the machine (workers) or the
+        cap (no stopping rule), then check every field; errors name the flag."""
         from .kernels.registry import get_model
 
         def bad(flag, why):
             raise ValueError(f"--{flag.replace('_', '-')} {getattr(self, flag)!r}: {why}")
 
-        get_model(self.model).check_dim(self.dim)
+        sf = get_model(self.model)
+        self.model = sf.name
+        for f in fields(self):
+            if f.metadata.get("per_model") and getattr(self, f.name) is None:
+                setattr(self, f.name, sf.defaults.get(f.name, _FALLBACK[f.name]))
+        if self.workers is None:
+            self.workers = available_cores()
+        if not self.has_stopping_rule():
+            self.epochs, self.time_budget = CAP_EPOCHS, CAP_SECONDS
+            log.info("no stopping rule given: training until early stopping ends it, at most %d epochs "
+                     "or %d s (--max-steps, --epochs or --time-budget to choose)", CAP_EPOCHS, CAP_SECONDS)
+        sf.check_dim(self.dim)
         for name in ("neg", "neg_chunk", "batch", "workers", "patience"):
             if int(getattr(self, name)) < 1:
                 bad(name, "must be a positive integer")
@@ -69,12 +101,12 @@ class TrainConfig:
             bad("reg_coef", "must be >= 0")
         if self.adv_temp <= 0:
             bad("adv_temp", "must be > 0")
-        for name in ("max_steps", "epochs", "time_budget", "valid_every", "valid_sample"):
+        for name in ("max_steps", "epochs", "time_budget", "valid_sample"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 bad(name, "must be > 0")
-        if not self.has_stopping_rule():
-            raise ValueError("give a stopping rule: --max-steps, --epochs or --time-budget")
+        if self.valid_every is not None and self.valid_every < 0:
+            bad("valid_every", "must be >= 0 (0: no validation)")
         return self
 
     def has_stopping_rule(self) -> bool:
@@ -82,3 +114,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# per-model fields a registry entry leaves out
+_FALLBACK = dict(lr=0.1, gamma=12.0, adv_temp=1.0, reg_coef=0.0, reg_norm=3, patience=5)
+
+
+def model_defaults_table() -> str:
+    """Each model's defaults, one line per model (for --help and the README)."""
+    from .kernels.registry import get_model, model_names
+
+    keys = [f.name for f in fields(TrainConfig) if f.metadata.get("per_model")]
+    lines = []
+    for name in model_names():
+        d = {**_FALLBACK, **get_model(name).defaults}
+        lines.append(f"  {name:10s} " + ", ".join(f"--{k.replace('_', '-')} {d[k]:g}" for k in keys))
+    return "\n".join(lines)

@@ -38,12 +38,15 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from .config import CAP_SECONDS, MIN_VALID_SECONDS, VALIDATIONS_PER_RUN
 from .kernels.step import StepParams, Tables
 
 log = logging.getLogger("kgnum")
 
 CALL_SECONDS = 0.2  # target duration of one kernel call: responsive stop/progress, tiny overhead
 LOG_EVERY_SECONDS = 10.0  # loss and triples/s to the log (and the saved history) this often
+CALIBRATE_SECONDS = 0.5  # training measured before the automatic validation interval is chosen
+MAX_VALID_SHARE = 0.1  # automatic validation takes at most this share of the run
 
 
 class TrainingDiverged(FloatingPointError):
@@ -171,10 +174,17 @@ class Progress:
 
 
 class Validator:
-    """Early stopping on filtered valid MRR; keeps the best snapshot's tables."""
+    """Early stopping on filtered valid MRR; keeps the best snapshot's tables.
+
+    ``cfg.valid_every``: steps between validations; 0 turns validation off; None (the
+    default) lets ``calibrate`` choose it from the measured speed: about
+    VALIDATIONS_PER_RUN validations in the run, at least MIN_VALID_SECONDS of training apart,
+    and validation under a tenth of the time (``check`` widens the interval if it is not).
+    """
 
     def __init__(self, kg, cfg, seed: int):
         self.every = cfg.valid_every
+        self.auto = cfg.valid_every is None
         self.patience = cfg.patience
         self.best_mrr = -1.0
         self.best_step = None
@@ -182,9 +192,12 @@ class Validator:
         self.bad_rounds = 0
         self.seconds = 0.0
         self.history: list[dict] = []
+        self.callback = None  # (step, valid_mrr, train_seconds) -> True to stop (a tuner pruning a trial)
         valid = kg.valid
-        self.enabled = self.every is not None and valid.shape[0] > 0
+        self.enabled = self.every != 0 and valid.shape[0] > 0
         if not self.enabled:
+            if self.every != 0:
+                log.info("no valid triples: no validation and no early stopping")
             return  # no validation: no copy of the known triples either
         if cfg.valid_sample is not None and valid.shape[0] > cfg.valid_sample:
             pick = np.random.default_rng(seed).choice(valid.shape[0], cfg.valid_sample, replace=False)
@@ -192,31 +205,53 @@ class Validator:
         self.triples = valid
         self.known = kg.all_triples()
 
+    @property
+    def ready(self) -> bool:
+        return self.enabled and self.every is not None
+
+    def calibrate(self, steps_per_second: float, expected_seconds: float) -> None:
+        """Choose the automatic interval once the engine's speed is known."""
+        if not (self.enabled and self.auto and self.every is None):
+            return
+        seconds = max(MIN_VALID_SECONDS, min(expected_seconds, CAP_SECONDS) / VALIDATIONS_PER_RUN)
+        self.every = max(1, int(round(steps_per_second * seconds)))
+        self.steps_per_second = steps_per_second
+        log.info("validating every %d steps (about %.0f s) on %d valid triples, patience %d", self.every,
+                 seconds, self.triples.shape[0], self.patience)
+
     def due(self, steps_done: int, last: int) -> bool:
-        return self.enabled and steps_done // self.every > last // self.every
+        return self.ready and steps_done // self.every > last // self.every
 
     def steps_to_next(self, steps_done: int) -> float:
-        return self.every - steps_done % self.every if self.enabled else math.inf
+        return self.every - steps_done % self.every if self.ready else math.inf
 
-    def check(self, emb, steps_done: int) -> bool:
+    def check(self, emb, steps_done: int, train_seconds: float = 0.0) -> bool:
         """Evaluate ``emb`` (a snapshot the validator may keep); return True when training should stop."""
         from .eval import link_prediction_metrics
 
         started = time.perf_counter()
         metrics = link_prediction_metrics(emb.score_candidates, self.triples, self.known,
                                           emb.n_entities, emb.relation.shape[0])
-        self.seconds += time.perf_counter() - started
-        self.history.append({"step": steps_done, "valid_mrr": metrics["mrr"],
-                             "seconds": time.perf_counter() - started})
+        took = time.perf_counter() - started
+        self.seconds += took
+        self.history.append({"step": steps_done, "valid_mrr": metrics["mrr"], "seconds": took,
+                             "train_seconds": round(train_seconds, 3)})
         log.info("step %d: valid MRR %.4f", steps_done, metrics["mrr"])
+        if self.auto and took > MAX_VALID_SHARE * self.every / self.steps_per_second:
+            self.every = int(math.ceil(took / MAX_VALID_SHARE * self.steps_per_second))
+            log.info("validation takes %.1f s: now every %d steps", took, self.every)
+        stop = self.callback is not None and bool(self.callback(steps_done, metrics["mrr"], train_seconds))
+        self.stopped_by = "the validation callback" if stop else None
         if metrics["mrr"] > self.best_mrr:
             self.best_mrr = metrics["mrr"]
             self.best_step = steps_done
             self.best_tables = (emb.entity, emb.relation)
             self.bad_rounds = 0
-            return False
+            return stop
         self.bad_rounds += 1
-        return self.bad_rounds >= self.patience
+        if not stop and self.bad_rounds >= self.patience:
+            self.stopped_by = f"early stopping: no better valid MRR in {self.patience} validations"
+        return self.stopped_by is not None
 
 
 # -- the result ------------------------------------------------------------------------
@@ -232,7 +267,7 @@ class TrainStats:
     triples_per_second: float = 0.0
     mean_loss: float = 0.0
     valid_seconds: float = 0.0  # part of train_seconds spent validating
-    valid_history: list = field(default_factory=list)  # [{"step", "valid_mrr", "seconds"}]
+    valid_history: list = field(default_factory=list)  # [{"step", "valid_mrr", "seconds", "train_seconds"}]
     best_step: int | None = None  # step of the best validation
     best_valid_mrr: float | None = None
     restored_best: bool = False  # the final tables are the best validated ones, not the last
@@ -396,9 +431,14 @@ class _Run:
                 self.account(report)
                 if report.finished:
                     break
+                if validator.auto and validator.every is None and budget.elapsed() >= CALIBRATE_SECONDS:
+                    rate = stats.steps / budget.elapsed()
+                    expected = min(budget.time_budget or math.inf, budget.steps_left(0) / max(rate, 1e-9))
+                    validator.calibrate(rate, expected)
                 if validator.due(self.prev.steps + stats.steps, before):
-                    if validator.check(self.snapshot_emb(with_state=False), self.prev.steps + stats.steps):
-                        log.info("early stopping: no better valid MRR in %d validations", validator.patience)
+                    if validator.check(self.snapshot_emb(with_state=False), self.prev.steps + stats.steps,
+                                       self.prev.train_seconds + budget.elapsed()):
+                        log.info("%s", validator.stopped_by)
                         break
                 if self.save and self.checkpoint_every and \
                         time.perf_counter() - self.last_ckpt >= self.checkpoint_every:
@@ -411,7 +451,8 @@ class _Run:
 
 
 def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
-        checkpoint_every: float | None = None, progress: bool = True, previous: dict | None = None):
+        checkpoint_every: float | None = None, progress: bool = True, previous: dict | None = None,
+        on_validation=None):
     """Train ``emb``'s tables with ``engine`` under ``cfg``'s stopping rules; return the trained
     Embeddings (``train_stats``: ``TrainStats.to_dict()``), also saved to ``save`` when given.
 
@@ -419,8 +460,11 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
     finite, TrainingInterrupted on SIGTERM, and whatever the engine raises; the engine is closed
     and the last checkpoint left intact in every case. ``previous``: the saved ``train_stats`` of
     the model being resumed; steps, positives, seconds and histories continue from them.
+    ``on_validation(step, valid_mrr, train_seconds)``: called after each validation; True stops
+    the run (as early stopping does: best tables kept).
     """
     r = _Run(engine, job, kg, cfg, emb, save, checkpoint_every, progress, previous)
+    r.validator.callback = on_validation
     pending: list = []
     with _sigterm_raises():
         try:

@@ -105,7 +105,7 @@ def make_engine(cfg: TrainConfig) -> Engine:
 
 def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | None = None,
           save: str | None = None, checkpoint_every: float | None = None, progress: bool = True,
-          **options) -> Embeddings:
+          on_validation=None, **options) -> Embeddings:
     """Train embeddings of ``kg`` and return them.
 
     ``options`` are TrainConfig fields (dim, neg, neg_chunk, batch, lr, gamma,
@@ -120,7 +120,9 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     ``checkpoint_every`` seconds while training when given. The returned
     object's ``train_stats`` is ``loop.TrainStats`` as a dict (train_seconds,
     steps, positives, triples_per_second, mean_loss, workers, backend,
-    valid_history, best_step, history, ...).
+    valid_history, best_step, history, ...). ``on_validation(step, valid_mrr,
+    train_seconds)`` is called after every validation; returning True stops
+    the run like early stopping.
     """
     cfg = resolve_config(model, options, init)
     if kg.train.shape[0] == 0:
@@ -130,4 +132,5 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     engine = make_engine(cfg)
     emb = initial_embeddings(kg, cfg, init)
     return run(engine, make_job(kg, cfg, emb), kg, cfg, emb, save=save, checkpoint_every=checkpoint_every,
-               progress=progress, previous=init.train_stats if init is not None else None)
+               progress=progress, previous=init.train_stats if init is not None else None,
+               on_validation=on_validation)

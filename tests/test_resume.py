@@ -21,7 +21,7 @@ from kgnum.data import KGDataError, load_dataset
 FIRST = ["train", "--dataset", "synthetic", "--model", "DistMult", "--dim", "24", "--neg", "16",
          "--neg-chunk", "16", "--batch", "64", "--lr", "0.07", "--gamma", "5", "--adv", "--adv-temp", "0.5",
          "--reg-coef", "1e-4", "--reg-norm", "2", "--valid-every", "40", "--patience", "50",
-         "--valid-sample", "100", "--seed", "3", "--max-steps", "120", "--no-progress",
+         "--valid-sample", "100", "--seed", "3", "--max-steps", "120", "--workers", "1", "--no-progress",
          "--eval-split", "none"]
 STOPPING = ("max_steps", "epochs", "time_budget")
 
@@ -106,7 +106,7 @@ def _relabelled_copy(kg, folder, seed):
 
 
 def test_resume_on_a_relabelled_copy_trains_the_same_rows(umls, tmp_path):
-    opts = dict(dim=16, neg=16, neg_chunk=16, batch=128, lr=0.1, gamma=6.0, progress=False)
+    opts = dict(dim=16, neg=16, neg_chunk=16, batch=128, lr=0.1, gamma=6.0, workers=1, progress=False)
     start = kgnum.train(umls, "TransE_l2", max_steps=30, **opts)
     copy = _relabelled_copy(umls, tmp_path / "udd", seed=5)
     assert list(copy.entity_names) != list(umls.entity_names)

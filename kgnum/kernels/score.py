@@ -33,7 +33,7 @@ Entity rows hold ``dim`` real floats for every model (complex models store
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -55,6 +55,9 @@ class ScoreFunction:
     numpy_query_backward: Callable | None = None  # default: query_backward.py_func
     init_relation: Callable | None = None  # (rng, n_relations, dim, bound) -> float32 array
     even_dim: bool = False  # complex / split models need an even dim
+    # the model's own defaults for TrainConfig's model-dependent fields (lr, gamma, adv_temp,
+    # reg_coef, reg_norm, patience); chosen from sweeps on several graphs (bench/RESULTS.md)
+    defaults: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.metric not in METRICS:
@@ -90,6 +93,13 @@ class ScoreFunction:
             relation = rng.uniform(-bound, bound, (n_relations, self.relation_dim(dim)))
         return entity, np.ascontiguousarray(relation, dtype=np.float32)
 
+
+# Defaults by family (bench/RESULTS.md, "Defaults"): distance models take a large Adagrad step
+# and a margin; bilinear models a smaller step, a large initial scale ((gamma + 2) / dim) and
+# L3 regularization; RotatE's phases want a much smaller step and margin than TransE.
+DISTANCE_DEFAULTS = dict(lr=0.25, gamma=9.0, adv_temp=1.0, reg_coef=0.0, reg_norm=3, patience=5)
+BILINEAR_DEFAULTS = dict(lr=0.1, gamma=143.0, adv_temp=2.0, reg_coef=1e-5, reg_norm=3, patience=5)
+ROTATION_DEFAULTS = dict(lr=0.02, gamma=6.0, adv_temp=1.0, reg_coef=0.0, reg_norm=3, patience=5)
 
 MODELS: dict[str, ScoreFunction] = {}  # lower-case name -> entry, filled by the model modules
 

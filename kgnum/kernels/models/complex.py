@@ -2,7 +2,7 @@
 import numba
 import numpy as np
 
-from ..score import ScoreFunction, register
+from ..score import BILINEAR_DEFAULTS, ScoreFunction, register
 
 
 def _c(x):
@@ -111,4 +111,5 @@ def numpy_query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
 
 register(ScoreFunction("ComplEx", "dot", score, grad, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward,
-                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward, even_dim=True))
+                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward, even_dim=True,
+                       defaults=BILINEAR_DEFAULTS))

@@ -2,7 +2,7 @@
 import numba
 import numpy as np
 
-from ..score import ScoreFunction, register
+from ..score import BILINEAR_DEFAULTS, ScoreFunction, register
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -44,4 +44,5 @@ def grad(h, r, t, gamma):
 
 register(ScoreFunction("DistMult", "dot", score, grad, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward,
-                       numpy_query_backward=numpy_query_backward))
+                       numpy_query_backward=numpy_query_backward,
+                       defaults=BILINEAR_DEFAULTS))

@@ -2,7 +2,7 @@
 import numba
 import numpy as np
 
-from ..score import ScoreFunction, register
+from ..score import BILINEAR_DEFAULTS, ScoreFunction, register
 
 
 def _mat(r, d):
@@ -51,4 +51,5 @@ def query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
 
 
 register(ScoreFunction("RESCAL", "dot", score, grad, relation_dim=lambda d: d * d,
-                       query=query, query_backward=query_backward))
+                       query=query, query_backward=query_backward,
+                       defaults=BILINEAR_DEFAULTS))

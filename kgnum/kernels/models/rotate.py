@@ -6,7 +6,7 @@ hold the dim // 2 phases theta directly.
 import numba
 import numpy as np
 
-from ..score import ScoreFunction, register
+from ..score import ROTATION_DEFAULTS, ScoreFunction, register
 
 
 def _c(x):
@@ -155,4 +155,5 @@ def init_relation(rng, n_relations, dim, bound):
 register(ScoreFunction("RotatE", "cmod", score, grad, relation_dim=lambda d: d // 2,
                        query=query, query_backward=query_backward,
                        numpy_query=numpy_query, numpy_query_backward=numpy_query_backward,
-                       init_relation=init_relation, even_dim=True))
+                       init_relation=init_relation, even_dim=True,
+                       defaults=ROTATION_DEFAULTS))

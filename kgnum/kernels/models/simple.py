@@ -5,7 +5,7 @@ Entity rows are [head part | tail part], relation rows [r | r_inv].
 import numba
 import numpy as np
 
-from ..score import ScoreFunction, register
+from ..score import BILINEAR_DEFAULTS, ScoreFunction, register
 
 
 def _split(x):
@@ -62,4 +62,5 @@ def query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
 
 
 register(ScoreFunction("SimplE", "dot", score, grad, relation_dim=lambda d: d,
-                       query=query, query_backward=query_backward, even_dim=True))
+                       query=query, query_backward=query_backward, even_dim=True,
+                       defaults=BILINEAR_DEFAULTS))

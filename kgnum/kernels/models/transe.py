@@ -2,7 +2,7 @@
 import numba
 import numpy as np
 
-from ..score import ScoreFunction, register
+from ..score import DISTANCE_DEFAULTS, ScoreFunction, register
 
 
 def numpy_query(H, R, T, predict_head):
@@ -63,7 +63,9 @@ def grad_l1(h, r, t, gamma):
 
 register(ScoreFunction("TransE_l2", "l2", score_l2, grad_l2, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward,
-                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward))
+                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward,
+                       defaults=DISTANCE_DEFAULTS))
 register(ScoreFunction("TransE_l1", "l1", score_l1, grad_l1, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward,
-                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward))
+                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward,
+                       defaults=DISTANCE_DEFAULTS))

@@ -7,7 +7,7 @@ the fast kernel evaluates every (positive, negative) pair.
 import numba
 import numpy as np
 
-from ..score import ScoreFunction, register
+from ..score import DISTANCE_DEFAULTS, ScoreFunction, register
 
 
 def _parts(r, d):
@@ -60,4 +60,5 @@ def init_relation(rng, n_relations, dim, bound):
 
 
 register(ScoreFunction("TransR", "pair", score, grad, relation_dim=lambda d: d + d * d,
-                       pair_score_grad=pair_score_grad, init_relation=init_relation))
+                       pair_score_grad=pair_score_grad, init_relation=init_relation,
+                       defaults=DISTANCE_DEFAULTS))
