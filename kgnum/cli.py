@@ -72,6 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
                          "LOW:HIGH (log scale), dim, neg, batch as choices A|B|C")
     tu.add_argument("--out", required=True, help="directory for best.json, trials.tsv, study.json, journal.log")
 
+    b = sub.add_parser("bias", help="measure social bias in a trained model")
+    bsub = b.add_subparsers(dest="bias_command", required=True)
+    bm = bsub.add_parser("measure", help="difference in scores and probe accuracy per sensitive relation; "
+                         "per-target bias B_p with --values and --target")
+    bm.add_argument("--load", required=True, help="saved model directory")
+    _data_args(bm)
+    bm.add_argument("--sensitive", required=True, help="sensitive relation(s), comma-separated")
+    bm.add_argument("--values", help="two values A,B of the first sensitive relation for B_p (e.g. male,female)")
+    bm.add_argument("--target", help="target relation for B_p (e.g. the profession relation)")
+    bm.add_argument("--names", help="entity<TAB>display name file for the report (default: the dataset's "
+                    "entity_names.tsv when it has one)")
+    bm.add_argument("--top-m", type=int, default=30, help="candidate values per sensitive relation (default 30)")
+    bm.add_argument("--min-persons", type=int, default=20, help="report targets with at least this many "
+                    "persons (default 20)")
+    bm.add_argument("--alpha", type=float, default=0.01, help="gradient step of the B_p diagnostic (default 0.01)")
+    bm.add_argument("--person-side", action="append", metavar="REL=head|tail",
+                    help="force the person side of a sensitive relation (default: detected from the data)")
+    bm.add_argument("--top", type=int, default=10, help="targets printed toward each value (default 10)")
+    bm.add_argument("--seed", type=int, default=0, help="seed of the probe's split and MLP (default 0)")
+    bm.add_argument("--json", required=True, help="write the measurements to this JSON file")
+    bm.add_argument("--plot", help="write a bar chart of the most biased targets to this PNG (matplotlib)")
+
     e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
     e.add_argument("--load", required=True, help="saved model directory")
     _data_args(e)
@@ -240,6 +262,74 @@ def cmd_tune(args) -> int:
     return 130 if summary["interrupted"] else 0
 
 
+def cmd_bias(args) -> int:
+    import kgnum
+    from .bias.measure import (difference_in_scores, plot_targets, probe, read_names, sensitive_relation,
+                               target_bias)
+
+    started = time.perf_counter()
+    emb = kgnum.load(args.load)
+    kg = _load_kg(args).aligned_to(emb.entity_names, emb.relation_names)
+    sides = {}
+    for spec in args.person_side or []:
+        rel, sep, side = spec.partition("=")
+        if not sep or side not in ("head", "tail"):
+            raise ValueError(f"--person-side {spec}: expected REL=head or REL=tail")
+        sides[rel] = side
+    relations = [r for r in args.sensitive.split(",") if r]
+    unknown = sorted(set(sides) - set(relations))
+    if unknown:
+        raise ValueError(f"--person-side {unknown[0]}: not one of --sensitive {args.sensitive}")
+    if args.top_m < 2:
+        raise ValueError(f"--top-m {args.top_m}: must be >= 2")
+    names_file = args.names or (os.path.join(kg.source, "entity_names.tsv")
+                                if kg.source and os.path.exists(os.path.join(kg.source, "entity_names.tsv"))
+                                else None)
+    names = read_names(names_file) if names_file else {}
+    report = {"model": emb.model, "dim": emb.dim, "difference_in_scores": {}, "probe": {}, "person_side": {}}
+    print(f"{'sensitive relation':40s} {'side':>5s} {'D':>8s} {'probe':>7s} {'majority':>9s}")
+    sensitive = {}
+    for rel in relations:
+        s = sensitive_relation(kg, rel, sides.get(rel), args.top_m)
+        sensitive[rel] = s
+        d = difference_in_scores(emb, s)
+        pr = probe(emb, s, args.seed)
+        report["difference_in_scores"][rel] = d
+        report["probe"][rel] = pr
+        report["person_side"][rel] = s.person_side
+        print(f"{rel[-40:]:40s} {s.person_side:>5s} {d:8.3f} {pr['accuracy']:7.3f} {pr['majority']:9.3f}")
+    if bool(args.values) != bool(args.target):
+        raise ValueError("--values and --target go together (B_p needs both)")
+    if args.values:
+        values = args.values.split(",")
+        if len(values) != 2:
+            raise ValueError(f"--values {args.values}: expected two values A,B")
+        result = target_bias(emb, kg, sensitive[relations[0]], values[0], values[1], args.target, args.alpha,
+                             args.min_persons)
+        for row in result["targets"]:
+            row["name"] = names.get(row["entity"], row["entity"])
+        report["targets"] = result.pop("targets")
+        report["target_summary"] = result
+        a, b = (names.get(v, v) for v in values)
+        for label, rows in ((a, report["targets"][:args.top]), (b, report["targets"][::-1][:args.top])):
+            print(f"\n{args.target}: most toward {label}")
+            for row in rows:
+                counts = ", ".join(f"{names.get(k, k)} {v}" for k, v in row["counts"].items())
+                print(f"  {row['bias']:+.5f}  {row['name']}  ({counts})")
+        print(f"\nmean |B_p| / alpha {result['mean_abs_bias_over_alpha']:.4f}, Spearman rho against "
+              f"log count ratio {result['spearman_rho']:.3f} ({len(report['targets'])} targets, "
+              f"{result['persons']} persons)")
+        if args.plot:
+            plot_targets({**result, "targets": report["targets"]}, args.plot, args.top, names)
+            print(f"chart written to {args.plot}")
+    elif args.plot:
+        raise ValueError("--plot draws B_p: give --values and --target too")
+    report["seconds"] = time.perf_counter() - started
+    _write_json(args.json, report)
+    print(f"measured in {report['seconds']:.1f} s")
+    return 0
+
+
 def cmd_eval(args) -> int:
     import kgnum
 
@@ -281,7 +371,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
-        return {"train": cmd_train, "tune": cmd_tune, "eval": cmd_eval, "predict": cmd_predict,
+        return {"train": cmd_train, "tune": cmd_tune, "bias": cmd_bias, "eval": cmd_eval, "predict": cmd_predict,
                 "similar": cmd_similar}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         # KGDataError is a ValueError: input problems are one clear line, not a traceback

@@ -1,1 +1,2 @@
-"""Bias measurement and debiasing of trained embeddings. Not built yet."""
+"""Social bias in trained embeddings: measurement (``measure``) and a generated graph with
+planted bias for tests (``planted``). Debiasing inside the training step is not built yet."""

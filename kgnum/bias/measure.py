@@ -1,0 +1,250 @@
+"""Measuring social bias in any trained model (../shared/docs/BIAS.md, sections 1 and 3).
+
+    sensitive relation r_s (gender, religion, ...): persons on one side, values on the other
+      -> person side detected from the data (the side with more distinct entities), or forced
+    per-target bias B_p (two values a, b, a target relation r_p such as profession):
+      m_j = g(e_j, r_s, e_a) - g(e_j, r_s, e_b)                      for every person j at once
+      e'_j = e_j + alpha * dm_j / de_j                               (the registry's NumPy grad)
+      B_p = mean_j [ g(e'_j, r_p, e_p) - g(e_j, r_p, e_p) ]          persons x targets, in blocks
+    difference in scores D_j: mean over (person, true value) of g(true) - mean g(other top-M values)
+    probe: an MLP (scikit-learn) predicting the value from the person's row, 80/20 split, against
+           the majority-class rate of the same held-out persons
+
+Every score function works unchanged: scores and gradients come from its registry
+entry (``score`` / ``grad``, broadcast over persons), with the person on whichever
+side the data puts it. Names are the user's own strings; nothing assumes Freebase.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import KGDataError
+
+ALPHA = 0.01  # the diagnostic's gradient step on the person (BIAS.md: alpha = 0.01)
+TOP_M = 30  # candidate values per sensitive relation
+MIN_PERSONS = 20  # targets with fewer persons are not reported
+_BLOCK_FLOATS = 1 << 23  # persons x targets x dim float64 scored per block (64 MB)
+
+
+@dataclass(frozen=True)
+class Sensitive:
+    """One sensitive relation as seen in the training triples."""
+    relation: int
+    name: str
+    person_side: str  # "head" or "tail"
+    persons: np.ndarray  # (n,) entity ids: the person of every training triple of the relation
+    values: np.ndarray  # (n,) the value of the same triple
+    top_values: np.ndarray  # (<= M,) the most frequent values, most frequent first
+
+
+def sensitive_relation(kg, name: str, person_side: str | None = None, top_m: int = TOP_M) -> Sensitive:
+    """The training triples of relation ``name``, person side detected (or given), its top values."""
+    try:
+        rel = kg.relation_id(name)
+    except KGDataError:
+        raise KGDataError(f"--sensitive {name}: no such relation in graph {kg.name!r}") from None
+    triples = kg.train[kg.train[:, 1] == rel]
+    if triples.shape[0] == 0:
+        raise KGDataError(f"--sensitive {name}: the relation has no training triples")
+    heads, tails = triples[:, 0], triples[:, 2]
+    if person_side is None:  # persons are the many, values the few
+        person_side = "head" if np.unique(heads).size >= np.unique(tails).size else "tail"
+    if person_side not in ("head", "tail"):
+        raise KGDataError(f"--person-side {name}={person_side}: expected head or tail")
+    persons, values = (heads, tails) if person_side == "head" else (tails, heads)
+    ids, counts = np.unique(values, return_counts=True)
+    if ids.size < 2:
+        raise KGDataError(f"--sensitive {name}: needs at least two values, the graph has {ids.size}")
+    order = np.lexsort((ids, -counts))  # most frequent first, ties by id: deterministic
+    return Sensitive(rel, name, person_side, persons.astype(np.int64), values.astype(np.int64),
+                     ids[order[:top_m]].astype(np.int64))
+
+
+def _side_scores(emb, persons_rows, rel_rows, others_rows, person_side: str) -> np.ndarray:
+    """g with the person on ``person_side``: persons (P, 1, d) against others (1, K, d) -> (P, K)."""
+    sf, gamma = emb.score_function, emb.gamma
+    if person_side == "head":
+        return sf.score(persons_rows, rel_rows, others_rows, gamma)
+    return sf.score(others_rows, rel_rows, persons_rows, gamma)
+
+
+def _person_grad(emb, persons_rows, rel_rows, others_rows, person_side: str) -> np.ndarray:
+    grads = emb.score_function.grad(*((persons_rows, rel_rows, others_rows) if person_side == "head"
+                                      else (others_rows, rel_rows, persons_rows)), emb.gamma)
+    return grads[0] if person_side == "head" else grads[2]
+
+
+def _rows(emb, ids) -> np.ndarray:
+    return emb.entity[np.asarray(ids)].astype(np.float64)
+
+
+def _scores_against(emb, P: np.ndarray, rel: int, targets: np.ndarray, person_side: str) -> np.ndarray:
+    """(P persons, T targets) scores, in blocks of persons so memory stays bounded."""
+    r = emb.relation[rel].astype(np.float64)[None, None, :]
+    X = _rows(emb, targets)[None, :, :]
+    out = np.empty((P.shape[0], targets.shape[0]))
+    block = max(1, _BLOCK_FLOATS // max(1, targets.shape[0] * max(P.shape[1], r.shape[-1])))
+    for a in range(0, P.shape[0], block):
+        out[a:a + block] = _side_scores(emb, P[a:a + block, None, :], r, X, person_side)
+    return out
+
+
+def target_bias(emb, kg, sensitive: Sensitive, value_a: str, value_b: str, target: str,
+                alpha: float = ALPHA, min_persons: int = MIN_PERSONS, target_side: str | None = None) -> dict:
+    """B_p of every target entity of relation ``target`` with >= ``min_persons`` persons.
+
+    Returns {"targets": [{"entity", "bias", "counts": {a: C_a, b: C_b}, "persons"}...] sorted by bias
+    (toward a first), "mean_abs_bias_over_alpha", "spearman_rho", "persons", "alpha"}.
+    """
+    a, b = (_value_id(kg, sensitive, v) for v in (value_a, value_b))
+    if a == b:
+        raise KGDataError(f"--values {value_a},{value_b}: two different values are needed")
+    try:
+        t_rel = kg.relation_id(target)
+    except KGDataError:
+        raise KGDataError(f"--target {target}: no such relation in graph {kg.name!r}") from None
+    tt = kg.train[kg.train[:, 1] == t_rel]
+    person_set = np.unique(sensitive.persons)
+    if target_side is None:  # the side of the target relation where the sensitive persons are
+        target_side = "head" if np.isin(tt[:, 0], person_set).sum() >= np.isin(tt[:, 2], person_set).sum() \
+            else "tail"
+    t_persons, t_values = (tt[:, 0], tt[:, 2]) if target_side == "head" else (tt[:, 2], tt[:, 0])
+    known = np.isin(t_persons, person_set)
+    if not known.any():
+        raise KGDataError(f"--target {target}: no person of --sensitive {sensitive.name} has a "
+                          f"{target} triple")
+    t_persons, t_values = t_persons[known], t_values[known]
+    targets, n_persons = np.unique(t_values, return_counts=True)
+    targets = targets[n_persons >= min_persons]
+    if targets.size == 0:
+        raise KGDataError(f"--target {target}: no target has >= {min_persons} persons")
+    # every person of the sensitive relation, one gradient step each (vectorized over persons)
+    persons = person_set
+    P = _rows(emb, persons)
+    r_s = emb.relation[sensitive.relation].astype(np.float64)[None, :]
+    E_a, E_b = _rows(emb, [a]), _rows(emb, [b])
+    grad = (_person_grad(emb, P, r_s, E_a, sensitive.person_side)
+            - _person_grad(emb, P, r_s, E_b, sensitive.person_side))
+    before = _scores_against(emb, P, t_rel, targets, target_side)
+    after = _scores_against(emb, P + alpha * grad, t_rel, targets, target_side)
+    bias = (after - before).mean(axis=0)
+    # counts: persons with value a (resp. b) holding each target
+    value_of = {}
+    for p, v in zip(sensitive.persons.tolist(), sensitive.values.tolist()):
+        value_of.setdefault(p, set()).add(v)
+    c_a = np.zeros(targets.size, np.int64)
+    c_b = np.zeros(targets.size, np.int64)
+    index = {t: i for i, t in enumerate(targets.tolist())}
+    for p, t in set(zip(t_persons.tolist(), t_values.tolist())):
+        i = index.get(t)
+        if i is not None:
+            vals = value_of.get(p, ())
+            c_a[i] += a in vals
+            c_b[i] += b in vals
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr(bias, np.log((c_a + 1) / (c_b + 1))).statistic) if targets.size > 2 else math.nan
+    order = np.argsort(-bias, kind="stable")
+    names = (str(kg.entity_names[a]), str(kg.entity_names[b]))
+    rows = [{"entity": str(kg.entity_names[targets[i]]), "bias": float(bias[i]),
+             "counts": {names[0]: int(c_a[i]), names[1]: int(c_b[i])}} for i in order]
+    return {"targets": rows, "mean_abs_bias_over_alpha": float(np.abs(bias).mean() / alpha),
+            "spearman_rho": rho, "persons": int(persons.size), "alpha": alpha,
+            "values": list(names), "target": target}
+
+
+def _value_id(kg, sensitive: Sensitive, value: str) -> int:
+    try:
+        v = kg.entity_id(value)
+    except KGDataError:
+        raise KGDataError(f"--values {value}: no such entity in graph {kg.name!r}") from None
+    if not np.any(sensitive.values == v):
+        raise KGDataError(f"--values {value}: not a value of --sensitive {sensitive.name}")
+    return v
+
+
+def difference_in_scores(emb, sensitive: Sensitive) -> float:
+    """D_j: mean over (person, true value in the top M) of g(true) - mean g(other top-M values)."""
+    keep = np.isin(sensitive.values, sensitive.top_values)
+    persons, values = sensitive.persons[keep], sensitive.values[keep]
+    if persons.size == 0:
+        raise KGDataError(f"--sensitive {sensitive.name}: no person has one of its top values")
+    S = _scores_against(emb, _rows(emb, persons), sensitive.relation, sensitive.top_values,
+                        sensitive.person_side)
+    col = {v: i for i, v in enumerate(sensitive.top_values.tolist())}
+    true_idx = np.array([col[v] for v in values.tolist()])
+    true = S[np.arange(S.shape[0]), true_idx]
+    others = (S.sum(axis=1) - true) / (S.shape[1] - 1)
+    return float((true - others).mean())
+
+
+def probe(emb, sensitive: Sensitive, seed: int = 0) -> dict:
+    """MLP probe accuracy on held-out persons (80/20) against the majority-class rate there."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    keep = np.isin(sensitive.values, sensitive.top_values)
+    persons, values = sensitive.persons[keep], sensitive.values[keep]
+    ids, first = np.unique(persons, return_index=True)  # one label per person: its first value
+    labels = values[first]
+    classes, counts = np.unique(labels, return_counts=True)
+    if classes.size < 2 or ids.size < 10:
+        raise KGDataError(f"--sensitive {sensitive.name}: too few persons with two or more values to probe")
+    rare = classes[counts < 2]  # a stratified split needs two of each class
+    mask = ~np.isin(labels, rare)
+    X, y = emb.entity[ids[mask]].astype(np.float32), labels[mask]
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=seed, stratify=y)
+    clf = MLPClassifier(hidden_layer_sizes=(300,), max_iter=300, early_stopping=False, random_state=seed)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a ConvergenceWarning on tiny graphs says nothing useful
+        clf.fit(X_train, y_train)
+    accuracy = float((clf.predict(X_test) == y_test).mean())
+    _, test_counts = np.unique(y_test, return_counts=True)
+    return {"accuracy": accuracy, "majority": float(test_counts.max() / y_test.size),
+            "persons": int(y.size), "classes": int(np.unique(y).size)}
+
+
+def read_names(path: str) -> dict[str, str]:
+    """``entity<TAB>display name`` lines (e.g. FB15k-237's entity_names.tsv)."""
+    names = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 2:
+                    raise KGDataError(f"{path}:{n}: expected entity<TAB>name")
+                names[parts[0]] = parts[1]
+    except FileNotFoundError:
+        raise KGDataError(f"--names {path}: no such file") from None
+    return names
+
+
+def plot_targets(result: dict, path: str, top: int = 15, names: dict | None = None) -> None:
+    """Bar chart of the targets most biased toward each value (matplotlib, extra ``plot``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise KGDataError("--plot needs matplotlib: pip install 'kgnum[plot]'") from None
+    rows = result["targets"]
+    shown = rows[:top] + [r for r in rows[-top:] if r not in rows[:top]]
+    labels = [(names or {}).get(r["entity"], r["entity"]) for r in shown]
+    values = [r["bias"] for r in shown]
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(shown))))
+    ax.barh(range(len(shown))[::-1], values, color=["tab:blue" if v > 0 else "tab:red" for v in values])
+    ax.set_yticks(range(len(shown))[::-1], labels, fontsize=7)
+    a, b = result["values"]
+    ax.set_xlabel(f"B_p: toward {(names or {}).get(a, a)} (right) or {(names or {}).get(b, b)} (left)")
+    ax.set_title(f"{result['target']}: per-target bias, alpha {result['alpha']:g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,188 @@
+"""Bias measurement (kgnum.bias.measure, ``kgnum bias measure``).
+
+Closed-form checks from BIAS.md (the linear-model identity of B_p, its sign flip
+when the values swap and its scaling with alpha; D as the mean log-odds of the
+true value under the M-way softmax), every score function through the registry
+(a per-person loop in the test as the reference for the vectorized step), and a
+generated graph with a planted gender -> profession correlation.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import kgnum
+from kgnum.bias.measure import difference_in_scores, probe, sensitive_relation, target_bias
+from kgnum.bias.planted import planted_bias_graph
+from kgnum.cli import main
+from kgnum.data import KGDataError
+from kgnum.embeddings import Embeddings
+from kgnum.kernels.registry import get_model, model_names
+
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(scope="module")
+def kg():
+    return planted_bias_graph(seed=0)
+
+
+def random_model(kg, model, seed=0, dim=8):
+    sf = get_model(model)
+    entity, relation = sf.init_tables(kg.n_entities, kg.n_relations, dim, 6.0, seed)
+    rng = np.random.default_rng(seed)
+    entity = entity + rng.normal(0, 0.3, entity.shape).astype(np.float32)
+    return Embeddings(model, entity, relation, {"gamma": 6.0}, kg.entity_names, kg.relation_names)
+
+
+@pytest.fixture(scope="module")
+def trained(kg, tmp_path_factory):
+    emb = kgnum.train(kg, "DistMult", dim=64, time_budget=5, workers=1, progress=False)
+    path = tmp_path_factory.mktemp("bias") / "model"
+    emb.save(str(path))
+    return emb, path
+
+
+def test_person_side_is_detected_and_can_be_forced(kg):
+    s = sensitive_relation(kg, "gender")
+    assert s.person_side == "head" and {kg.entity_names[v] for v in s.top_values} == {"male", "female"}
+    assert sensitive_relation(kg, "gender", "tail").person_side == "tail"
+    # the same facts stored the other way round (value -> person): the persons are now the tails
+    g = kg.train[:, 1] == kg.relation_id("gender")
+    flipped = kg.train.copy()
+    flipped[g] = flipped[g][:, ::-1]
+    rev = kgnum.KnowledgeGraph("rev", flipped, kg.valid, kg.test, kg.entity_names, kg.relation_names)
+    s_rev = sensitive_relation(rev, "gender")
+    assert s_rev.person_side == "tail"
+    assert np.array_equal(np.sort(s_rev.persons), np.sort(s.persons))
+
+
+def test_linear_model_identity_sign_flip_and_alpha_scaling(kg):
+    emb = random_model(kg, "DistMult")
+    s = sensitive_relation(kg, "gender")
+    a, b, rp = kg.entity_id("male"), kg.entity_id("female"), kg.relation_id("profession")
+    res = target_bias(emb, kg, s, "male", "female", "profession", alpha=0.01, min_persons=1)
+    E, R = emb.entity.astype(np.float64), emb.relation.astype(np.float64)
+    for row in res["targets"]:
+        p = kg.entity_id(row["entity"])
+        # DistMult is linear in the head: every person moves by the same alpha r_s (e_a - e_b)
+        expected = 0.01 * np.sum(R[s.relation] * (E[a] - E[b]) * R[rp] * E[p])
+        assert row["bias"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    swapped = {r["entity"]: r["bias"] for r in target_bias(emb, kg, s, "female", "male", "profession",
+                                                           min_persons=1)["targets"]}
+    doubled = {r["entity"]: r["bias"] for r in target_bias(emb, kg, s, "male", "female", "profession",
+                                                           alpha=0.02, min_persons=1)["targets"]}
+    for row in res["targets"]:
+        assert swapped[row["entity"]] == pytest.approx(-row["bias"], rel=1e-9)
+        assert doubled[row["entity"]] == pytest.approx(2 * row["bias"], rel=1e-9)
+    assert res["mean_abs_bias_over_alpha"] == pytest.approx(np.mean([abs(r["bias"]) for r in res["targets"]]) / 0.01)
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_every_model_matches_a_per_person_reference(kg, model):
+    """The vectorized step equals one person at a time with finite-difference gradients."""
+    sf = get_model(model)
+    emb = random_model(kg, model, seed=1, dim=4 if sf.relation_dim(8) > 16 else 8)
+    s = sensitive_relation(kg, "gender")
+    res = target_bias(emb, kg, s, "male", "female", "profession", alpha=0.01, min_persons=1)
+    a, b, rp = kg.entity_id("male"), kg.entity_id("female"), kg.relation_id("profession")
+    E, R = emb.entity.astype(np.float64), emb.relation.astype(np.float64)
+    persons = np.unique(s.persons)
+    targets = [kg.entity_id(r["entity"]) for r in res["targets"]]
+
+    def g(h, r, t):
+        return float(sf.score(h, r, t, emb.gamma))
+
+    total = np.zeros(len(targets))
+    for j in persons:  # the slow, obvious way
+        e = E[j]
+        grad = np.zeros_like(e)
+        for k in range(e.size):
+            step = np.zeros_like(e)
+            step[k] = 1e-6
+            m_plus = g(e + step, R[s.relation], E[a]) - g(e + step, R[s.relation], E[b])
+            m_minus = g(e - step, R[s.relation], E[a]) - g(e - step, R[s.relation], E[b])
+            grad[k] = (m_plus - m_minus) / 2e-6
+        moved = e + 0.01 * grad
+        total += [g(moved, R[rp], E[p]) - g(e, R[rp], E[p]) for p in targets]
+    np.testing.assert_allclose([r["bias"] for r in res["targets"]], total / persons.size, rtol=1e-4, atol=1e-9)
+
+
+def test_difference_in_scores_is_the_mean_log_odds_of_the_true_value(kg):
+    emb = random_model(kg, "ComplEx", seed=2)
+    s = sensitive_relation(kg, "gender")
+    d = difference_in_scores(emb, s)
+    V = s.top_values
+    scores = emb.score(np.repeat(s.persons, V.size), np.full(s.persons.size * V.size, s.relation),
+                       np.tile(V, s.persons.size)).astype(np.float64).reshape(-1, V.size)
+    log_q = scores - np.log(np.exp(scores - scores.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - scores.max(1, keepdims=True)
+    true = np.searchsorted(V, s.values) if np.all(np.diff(V) > 0) else np.array([list(V).index(v) for v in s.values])
+    odds = [log_q[i, true[i]] - np.delete(log_q[i], true[i]).mean() for i in range(len(true))]
+    assert d == pytest.approx(np.mean(odds), rel=1e-4)
+
+
+def test_planted_professions_rank_on_top_and_the_probe_sees_gender(kg, trained):
+    emb, _ = trained
+    s = sensitive_relation(kg, "gender")
+    res = target_bias(emb, kg, s, "male", "female", "profession", min_persons=10)
+    order = [r["entity"][:6] for r in res["targets"]]
+    assert set(order[:4]) == {"prof_m"} and set(order[-4:]) == {"prof_f"}, order
+    assert res["spearman_rho"] > 0.8
+    pr = probe(emb, s)
+    assert pr["accuracy"] > pr["majority"] + 0.2, pr
+    assert difference_in_scores(emb, s) > 0.3
+
+
+def test_cli_writes_the_documented_json_and_a_chart(kg, trained, tmp_path, monkeypatch, capsys):
+    _, path = trained
+    data = tmp_path / "planted"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        rows = kg.split(split)
+        (data / f"{split}.txt").write_text("".join(
+            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n" for h, r, t in rows))
+    (data / "entity_names.tsv").write_text("male\tMen\nfemale\tWomen\nprof_m0\tMiner\n")
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    out, png = tmp_path / "bias.json", tmp_path / "bias.png"
+    assert main(["bias", "measure", "--load", str(path), "--data-path", str(data), "--sensitive",
+                 "gender,member_of", "--values", "male,female", "--target", "profession", "--min-persons", "10",
+                 "--json", str(out), "--plot", str(png)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["difference_in_scores"]) == {"gender", "member_of"}
+    assert set(report["probe"]["gender"]) >= {"accuracy", "majority"}
+    assert {"entity", "name", "bias", "counts"} <= set(report["targets"][0])
+    assert any(r["name"] == "Miner" for r in report["targets"])  # names file read from the dataset folder
+    assert png.stat().st_size > 1000
+    assert "most toward Men" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--sensitive", "no_such_relation"], "--sensitive no_such_relation"),
+    (["--sensitive", "gender", "--values", "male,prof_m0", "--target", "profession"], "--values prof_m0"),
+    (["--sensitive", "gender", "--values", "male", "--target", "profession"], "two values"),
+    (["--sensitive", "gender", "--values", "male,female", "--target", "nope"], "--target nope"),
+    (["--sensitive", "gender", "--values", "male,female", "--target", "located_in"], "no person"),
+    (["--sensitive", "gender", "--person-side", "gender=middle"], "--person-side"),
+])
+def test_bad_input_is_one_line_naming_it(kg, trained, tmp_path, flags, words, capsys, monkeypatch):
+    _, path = trained
+    data = tmp_path / "planted"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.txt").write_text("".join(
+            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n" for h, r, t in kg.split(split)))
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["bias", "measure", "--load", str(path), "--data-path", str(data), "--json",
+                 str(tmp_path / "x.json"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_a_relation_with_one_value_is_refused(kg):
+    one = kgnum.KnowledgeGraph("one", kg.train[kg.train[:, 2] != kg.entity_id("female")], kg.valid[:0],
+                               kg.test[:0], kg.entity_names, kg.relation_names)
+    with pytest.raises(KGDataError, match="at least two values"):
+        sensitive_relation(one, "gender")
