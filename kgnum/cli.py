@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
     e.add_argument("--load", required=True, help="saved model directory")
     _data_args(e)
-    e.add_argument("--split", choices=["test", "valid"], default="test")
+    e.add_argument("--split", choices=["test", "valid"], default="test", help="split to evaluate (default test)")
+    e.add_argument("--exclude-relations", help="relations (comma-separated) whose triples are left out of the "
+                   "split, e.g. the sensitive relations of a debiased model")
     e.add_argument("--json", help="write the metrics to this JSON file")
 
     pr = sub.add_parser("predict", help="top-k completions of (head, relation, ?) or (?, relation, tail)")
@@ -131,6 +133,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, its help and default taken from the field; every flag
     defaults to None so the CLI can tell an explicit flag from a preset, file or saved value."""
     stop = p.add_argument_group("stopping (the first reached wins)")
+    bias = p.add_argument_group("debiasing")
     for f in fields(TrainConfig):
         help_text = f.metadata["help"]
         if f.name == "model":
@@ -139,7 +142,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
             help_text += " (default: the model's, listed below)"
         elif f.default is not None and f.type != "bool":
             help_text += f" (default {f.default})"
-        target = stop if f.metadata.get("group") == "stop" else p
+        target = {"stop": stop, "bias": bias}.get(f.metadata.get("group"), p)
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
             target.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
@@ -231,7 +234,10 @@ def cmd_train(args) -> int:
                "valid_history": stats["valid_history"], "best_step": stats["best_step"],
                "tables": "best" if stats["restored_best"] else "last"}
     if args.eval_split != "none":
-        metrics = kgnum.evaluate(emb, kg, args.eval_split)
+        excluded = TrainConfig(**{k: emb.config[k] for k in _CONFIG_FLAGS if k in emb.config}).excluded_relations()
+        metrics = kgnum.evaluate(emb, kg, args.eval_split, exclude_relations=excluded)
+        if excluded:
+            log.info("%s metrics without the triples of %s", args.eval_split, ", ".join(excluded))
         if stats["restored_best"]:
             log.info("%s metrics of the best tables, step %d", args.eval_split, stats["best_step"])
         _print_metrics(args.eval_split, metrics)
@@ -335,7 +341,8 @@ def cmd_eval(args) -> int:
 
     emb = kgnum.load(args.load)
     kg = _load_kg(args)
-    metrics = kgnum.evaluate(emb, kg, args.split)
+    excluded = [r for r in (args.exclude_relations or "").split(",") if r]
+    metrics = kgnum.evaluate(emb, kg, args.split, exclude_relations=excluded)
     _print_metrics(args.split, metrics)
     print(f"evaluated in {metrics['eval_seconds']:.1f} s")
     if args.json:

@@ -62,6 +62,14 @@ class TrainConfig:
     patience: int | None = _opt(None, "validations without improvement before stopping", group="stop",
                                 per_model=True)
     valid_sample: int | None = _opt(5000, "validate on at most this many valid triples", group="stop")
+    debias: str | None = _opt(None, "sensitive relation(s), comma-separated: train embeddings that do not "
+                                    "encode them (the KL term on every person in a chunk)", group="bias")
+    debias_top_m: int = _opt(30, "candidate values per --debias relation", group="bias")
+    debias_weight: str | None = _opt(None, "REL=W,... weights of the KL term (default: 1 for a two-valued "
+                                           "relation, 100 otherwise)", group="bias")
+    eval_exclude_relations: str | None = _opt(None, "relations whose triples are left out of valid/test for "
+                                                    "link prediction (the --debias relations always are)",
+                                              group="bias")
     backend: str = _opt("cpu", "engine: cpu (in process with --workers 1, shared-memory processes "
                                "with more), gpu, dask", choices=BACKENDS)
     workers: int | None = _opt(None, "worker processes (Hogwild on shared memory); default: the cores this "
@@ -88,7 +96,7 @@ class TrainConfig:
             log.info("no stopping rule given: training until early stopping ends it, at most %d epochs "
                      "or %d s (--max-steps, --epochs or --time-budget to choose)", CAP_EPOCHS, CAP_SECONDS)
         sf.check_dim(self.dim)
-        for name in ("neg", "neg_chunk", "batch", "workers", "patience"):
+        for name in ("neg", "neg_chunk", "batch", "workers", "patience", "debias_top_m"):
             if int(getattr(self, name)) < 1:
                 bad(name, "must be a positive integer")
         if not self.lr > 0:
@@ -108,6 +116,11 @@ class TrainConfig:
         if self.valid_every is not None and self.valid_every < 0:
             bad("valid_every", "must be >= 0 (0: no validation)")
         return self
+
+    def excluded_relations(self) -> list[str]:
+        """Relations left out of validation and test metrics: --eval-exclude-relations and --debias."""
+        names = [r for r in (self.eval_exclude_relations or "").split(",") if r]
+        return list(dict.fromkeys(names + [r for r in (self.debias or "").split(",") if r]))
 
     def has_stopping_rule(self) -> bool:
         return any(getattr(self, k) is not None for k in ("max_steps", "epochs", "time_budget"))

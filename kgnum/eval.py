@@ -363,7 +363,8 @@ def link_prediction_metrics(
     return result
 
 
-def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, batch_size: int = 512) -> dict:
+def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, batch_size: int = 512,
+             exclude_relations=None) -> dict:
     """Filtered MRR, MR, Hits@1/3/10 over all entities, head and tail side.
 
     The filter removes every other true answer from train + valid + test.
@@ -375,14 +376,28 @@ def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, ba
     :meth:`KnowledgeGraph.aligned_to`), so its id order (train.txt line order,
     .dict numbering) does not matter; it may use a subset of the model's
     names, and a name the model lacks is a KGDataError.
+
+    ``exclude_relations``: relation names whose triples are left out of the
+    evaluated split (e.g. the sensitive relations of a debiased model, so a
+    basic and a debiased run are scored on the same triples); they still
+    filter the candidates.
     """
     if len(emb.entity_names) != emb.n_entities or len(emb.relation_names) != emb.relation.shape[0]:
         raise ValueError(f"the model has {emb.n_entities} entity / {emb.relation.shape[0]} relation rows "
                          f"but {len(emb.entity_names)} / {len(emb.relation_names)} names")
     # Positional matching silently scores the wrong rows when the dataset numbers names differently.
     kg = kg.aligned_to(emb.entity_names, emb.relation_names)
+    triples = without_relations(kg, kg.split(split), exclude_relations)
     start = time.perf_counter()
-    metrics = link_prediction_metrics(emb.score_candidates, kg.split(split), kg.all_triples(),
+    metrics = link_prediction_metrics(emb.score_candidates, triples, kg.all_triples(),
                                       kg.n_entities, kg.n_relations, batch_size=batch_size)
     metrics["eval_seconds"] = time.perf_counter() - start
     return metrics
+
+
+def without_relations(kg: "KnowledgeGraph", triples: np.ndarray, relations) -> np.ndarray:
+    """``triples`` less those of the named relations (each must exist in ``kg``)."""
+    if not relations:
+        return triples
+    ids = [kg.relation_id(r) for r in relations]
+    return triples[~np.isin(triples[:, 1], ids)]

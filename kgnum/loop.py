@@ -199,6 +199,13 @@ class Validator:
             if self.every != 0:
                 log.info("no valid triples: no validation and no early stopping")
             return  # no validation: no copy of the known triples either
+        if cfg.excluded_relations():  # the sensitive relations of a debiased run are not scored
+            from .eval import without_relations
+
+            valid = without_relations(kg, valid, cfg.excluded_relations())
+        self.enabled = self.enabled and valid.shape[0] > 0
+        if not self.enabled:
+            return
         if cfg.valid_sample is not None and valid.shape[0] > cfg.valid_sample:
             pick = np.random.default_rng(seed).choice(valid.shape[0], cfg.valid_sample, replace=False)
             valid = valid[np.sort(pick)]

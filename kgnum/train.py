@@ -71,7 +71,7 @@ def initial_embeddings(kg: KnowledgeGraph, cfg: TrainConfig, init: Embeddings | 
 def make_job(kg: KnowledgeGraph, cfg: TrainConfig, emb: Embeddings) -> Job:
     """The run as engines see it: the step's parameters and extra terms, edges, tables."""
     cdf = degree_cdf(kg.train, kg.n_entities) if cfg.neg_sampling == "degree" else None
-    terms, term_params = active_terms(cfg)
+    terms, term_params = active_terms(cfg, kg)
     params = step_params(cfg.batch, cfg.neg_chunk, cfg.neg, cdf, cfg.gamma, cfg.lr,
                          cfg.adv_temp if cfg.adv else 0.0, term_params)
     edges = np.ascontiguousarray(kg.train, dtype=np.int32)

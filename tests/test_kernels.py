@@ -384,12 +384,13 @@ def test_regularizer_term_matches_reference_and_finite_differences(norm):
 
     def run(fn, dtype):
         g = [np.zeros_like(X, dtype=dtype) for X in (H, R, T, N)]
-        out = fn(p, tables, ids, ids, ids, ids[:3], H.astype(dtype), R.astype(dtype), T.astype(dtype),
+        out = fn(p, tables, 0.25, ids, ids, ids, ids[:3], H.astype(dtype), R.astype(dtype), T.astype(dtype),
                  N.astype(dtype), *g)
         return out, g
 
-    (pen, er, eg, rr, rg), grads = run(TERMS["regularizer"].kernel, np.float32)
-    (pen_ref, *_), grads_ref = run(TERMS["regularizer"].reference, np.float64)
+    sf = get_model("DistMult")
+    (pen, er, eg, rr, rg), grads = run(TERMS["regularizer"].kernel(sf), np.float32)
+    (pen_ref, *_), grads_ref = run(TERMS["regularizer"].reference(sf), np.float64)
     np.testing.assert_allclose(pen, pen_ref, rtol=1e-5)
     for g, w in zip(grads, grads_ref):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)

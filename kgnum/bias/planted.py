@@ -4,9 +4,11 @@ Persons have a gender (``male`` / ``female``, 60 / 40), a profession and a city;
 professions ``prof_m*`` are held mostly by men and ``prof_f*`` mostly by women,
 ``prof_n*`` by both equally; the ``member_of`` relation leaks gender (teams
 ``team_m*`` are men's, ``team_f*`` women's), the kind of correlation a debiasing
-term has to remove from the person embeddings; ``lives_in`` and ``knows`` carry
-no gender. Relation names: ``gender``, ``profession``, ``member_of``,
-``lives_in``, ``knows``, ``located_in``.
+term has to remove from the person embeddings. The rest is learnable and carries
+no gender: a person ``works_at`` one of its profession's two companies, ``knows``
+people of its own city, and cities are ``located_in`` countries. Relation names:
+``gender``, ``profession``, ``member_of``, ``lives_in``, ``knows``, ``works_at``,
+``located_in``.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ def planted_bias_graph(n_persons: int = 600, n_prof: int = 4, skew: float = 0.9,
     countries = [f"country{i}" for i in range(3)]
     teams_m = [f"team_m{i}" for i in range(3)]
     teams_f = [f"team_f{i}" for i in range(3)]
+    city = rng.integers(0, len(cities), n_persons)
     triples = []
     for i, p in enumerate(persons):
         triples.append((p, "gender", "male" if male[i] else "female"))
@@ -36,10 +39,12 @@ def planted_bias_graph(n_persons: int = 600, n_prof: int = 4, skew: float = 0.9,
             own = rng.random() < skew
             prof = rng.choice(prof_m if own == bool(male[i]) else prof_f)
         triples.append((p, "profession", str(prof)))
-        triples.append((p, "lives_in", str(rng.choice(cities))))
+        triples.append((p, "works_at", f"{prof}_company{rng.integers(2)}"))
+        triples.append((p, "lives_in", cities[city[i]]))
         if rng.random() < 0.7:
             triples.append((p, "member_of", str(rng.choice(teams_m if male[i] else teams_f))))
-        for other in rng.choice(n_persons, 2, replace=False):
+        neighbours = np.flatnonzero(city == city[i])
+        for other in rng.choice(neighbours, min(3, neighbours.size), replace=False):
             if other != i:
                 triples.append((p, "knows", persons[other]))
     for c in cities:

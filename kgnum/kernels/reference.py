@@ -145,7 +145,7 @@ def numpy_train_range(sf: ScoreFunction, tables, edges, order, start, stop, para
     """NumPy twin of ``step.train_kernel(model, terms)``: same ``Tables`` / ``StepParams``
     arguments, updated in place; negatives come from ``rng`` (uniform)."""
     entity, relation, entity_state, relation_state = tables
-    extra = compose_reference(tuple(terms))
+    extra = compose_reference(sf.name, tuple(terms))
     batch_size, chunk_size = params.batch, params.neg_chunk
     loss_total = 0.0
     for b0 in range(start, stop, batch_size):
@@ -157,7 +157,7 @@ def numpy_train_range(sf: ScoreFunction, tables, edges, order, start, stop, para
             loss, gH, gR, gT, gN = numpy_chunk_gradients(
                 sf, entity, relation, heads, rels, tails, negs, chunk_index % 2 == 1,
                 params.gamma, params.adv_temp, 1.0 / (b1 - b0))
-            penalty, ent_extra, rel_extra = extra(params.terms, tables, heads, rels, tails, negs,
+            penalty, ent_extra, rel_extra = extra(params.terms, tables, 1.0 / (b1 - b0), heads, rels, tails, negs,
                                                   entity[heads], relation[rels], entity[tails],
                                                   entity[negs], gH, gR, gT, gN)
             loss_total += loss + penalty * (b1 - b0)

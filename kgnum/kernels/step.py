@@ -173,7 +173,7 @@ def train_kernel(model: str, terms: tuple[str, ...] = ()):
     Tables are updated in place, without locks.
     """
     rows_kernel = _rows_kernel(model)
-    extra = compose(tuple(terms))
+    extra = compose(get_model(model).name, tuple(terms))
 
     @numba.njit(fastmath=True, nogil=True)
     def train_range(tables, edges, order, start, stop, params, chunk_index):
@@ -202,7 +202,7 @@ def train_kernel(model: str, terms: tuple[str, ...] = ()):
                 loss, gH, gR, gT, gN = rows_kernel(H, R, T, N, chunk_index % 2 == 1, params.gamma,
                                                    params.adv_temp, scale)
                 penalty, ent_rows, ent_grads, rel_rows, rel_grads = extra(
-                    params.terms, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN)
+                    params.terms, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN)
                 loss_total += loss + penalty / scale
                 adagrad_accumulate(entity_state, heads, gH)
                 adagrad_accumulate(entity_state, tails, gT)

@@ -5,10 +5,11 @@ adds a penalty computed from the chunk's gathered rows. The L2/L3
 regularizer is the first; the bias issue's KL term goes here too. A term is
 one ``LossTerm`` entry:
 
-* ``kernel``: a Numba function
-  ``(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN)
+* ``kernel(sf)``: builds, for score function ``sf``, a Numba function
+  ``(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN)
   -> (penalty, ent_rows, ent_grads, rel_rows, rel_grads)``.
-  ``p`` is the term's own parameter NamedTuple, ``tables`` the step's
+  ``p`` is the term's own parameter NamedTuple, ``scale`` 1 / (positives in
+  the batch), ``tables`` the step's
   ``Tables`` (read only: other rows a term needs, e.g. a sensitive relation's
   row, are read from there), H/R/T (c, .) and N (k, d) the chunk's gathered
   rows. The term *adds* its gradient for the gathered rows into gH/gR/gT/gN
@@ -16,14 +17,14 @@ one ``LossTerm`` entry:
   chunk (0 rows when none), which go through the same row-wise Adagrad.
   ``penalty`` is in objective units: the step minimises the batch-mean
   logistic loss plus every chunk's penalties.
-* ``reference``: the same function in NumPy (any float dtype), the ground
+* ``reference(sf)``: the same function in NumPy (any float dtype), the ground
   truth in tests (itself checked against finite differences of the penalty).
-* ``params``: ``config -> NamedTuple | None``, the term's parameters for a
-  run's configuration (a ``TrainConfig``), None when the term is off.
+* ``params``: ``(config, kg) -> NamedTuple | None``, the term's parameters for
+  a run's configuration (a ``TrainConfig``) and graph, None when the term is off.
 
-``active_terms(config)`` picks the terms a run uses; ``compose(names)`` fuses
-them into one Numba function the step calls once per chunk. Adding a term
-touches neither a model module nor an engine.
+``active_terms(config, kg)`` picks the terms a run uses; ``compose(model,
+names)`` fuses them into one Numba function the step calls once per chunk.
+Adding a term touches neither a model module nor an engine.
 """
 from __future__ import annotations
 
@@ -53,11 +54,11 @@ def register_term(term: LossTerm) -> LossTerm:
     return term
 
 
-def active_terms(config) -> tuple[tuple[str, ...], tuple]:
-    """``(names, params)`` of the terms ``config`` switches on, in registry order."""
+def active_terms(config, kg=None) -> tuple[tuple[str, ...], tuple]:
+    """``(names, params)`` of the terms ``config`` switches on for graph ``kg``, in registry order."""
     names, params = [], []
     for term in TERMS.values():
-        p = term.params(config)
+        p = term.params(config, kg)
         if p is not None:
             names.append(term.name)
             params.append(p)
@@ -76,7 +77,7 @@ def _no_rows(width):
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
-def regularizer_kernel(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+def regularizer_kernel(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
     penalty = add_regularization(H, p.coef, p.norm, gH)
     penalty += add_regularization(T, p.coef, p.norm, gT)
     penalty += add_regularization(R, p.coef, p.norm, gR)
@@ -85,7 +86,7 @@ def regularizer_kernel(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, 
     return penalty, ent_rows, ent_grads, rel_rows, rel_grads
 
 
-def regularizer_reference(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+def regularizer_reference(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
     coef, norm = float(p.coef), int(p.norm)
     penalty = 0.0
     for X, gX in ((H, gH), (T, gT), (R, gR)):
@@ -96,13 +97,20 @@ def regularizer_reference(p, tables, heads, rels, tails, negs, H, R, T, N, gH, g
             np.empty((0, R.shape[1]), R.dtype))
 
 
-def _regularizer_params(config):
+def _regularizer_params(config, kg):
     if not config.reg_coef > 0:
         return None
     return RegParams(np.float32(config.reg_coef), int(config.reg_norm))
 
 
-register_term(LossTerm("regularizer", regularizer_kernel, regularizer_reference, _regularizer_params))
+register_term(LossTerm("regularizer", lambda sf: regularizer_kernel, lambda sf: regularizer_reference,
+                       _regularizer_params))
+
+
+# -- the debiasing KL term (kernels/kl.py) ------------------------------------------
+from .kl import kl_params, make_kl_kernel, make_kl_reference  # noqa: E402
+
+register_term(LossTerm("kl", make_kl_kernel, make_kl_reference, kl_params))
 
 
 # -- composition ---------------------------------------------------------------
@@ -116,24 +124,26 @@ def _concat_rows(a_rows, a_grads, b_rows, b_grads):
 
 
 @functools.lru_cache(maxsize=None)
-def compose(names: tuple[str, ...]):
-    """One Numba function running the terms ``names`` in order: same signature as a term's
-    kernel, with ``p`` the tuple of their parameters (``active_terms``' second value)."""
+def compose(model: str, names: tuple[str, ...]):
+    """One Numba function running the terms ``names`` for ``model`` in order: same signature as a
+    term's kernel, with ``p`` the tuple of their parameters (``active_terms``' second value)."""
     if not names:
         @numba.njit(fastmath=True, nogil=True)
-        def no_terms(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+        def no_terms(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
             ent_rows, ent_grads = _no_rows(H.shape[1])
             rel_rows, rel_grads = _no_rows(R.shape[1])
             return 0.0, ent_rows, ent_grads, rel_rows, rel_grads
 
         return no_terms
-    first, rest = TERMS[names[0]].kernel, compose(names[1:])
+    from .registry import get_model
+
+    first, rest = TERMS[names[0]].kernel(get_model(model)), compose(model, names[1:])
 
     @numba.njit(fastmath=True, nogil=True)
-    def terms(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
-        pen_a, er_a, eg_a, rr_a, rg_a = first(p[0], tables, heads, rels, tails, negs, H, R, T, N,
+    def terms(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+        pen_a, er_a, eg_a, rr_a, rg_a = first(p[0], tables, scale, heads, rels, tails, negs, H, R, T, N,
                                               gH, gR, gT, gN)
-        pen_b, er_b, eg_b, rr_b, rg_b = rest(p[1:], tables, heads, rels, tails, negs, H, R, T, N,
+        pen_b, er_b, eg_b, rr_b, rg_b = rest(p[1:], tables, scale, heads, rels, tails, negs, H, R, T, N,
                                              gH, gR, gT, gN)
         ent_rows, ent_grads = _concat_rows(er_a, eg_a, er_b, eg_b)
         rel_rows, rel_grads = _concat_rows(rr_a, rg_a, rr_b, rg_b)
@@ -142,14 +152,18 @@ def compose(names: tuple[str, ...]):
     return terms
 
 
-def compose_reference(names: tuple[str, ...]):
+def compose_reference(model: str, names: tuple[str, ...]):
     """NumPy twin of ``compose``."""
-    def terms(p, tables, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+    from .registry import get_model
+
+    sf = get_model(model)
+
+    def terms(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
         penalty = 0.0
         ent, rel = [], []
         for name, q in zip(names, p):
-            pen, er, eg, rr, rg = TERMS[name].reference(q, tables, heads, rels, tails, negs, H, R, T, N,
-                                                        gH, gR, gT, gN)
+            pen, er, eg, rr, rg = TERMS[name].reference(sf)(q, tables, scale, heads, rels, tails, negs,
+                                                            H, R, T, N, gH, gR, gT, gN)
             penalty += pen
             ent.append((er, eg))
             rel.append((rr, rg))

@@ -1,0 +1,263 @@
+"""The debiasing KL term (../shared/docs/BIAS.md, section 2): an extra loss term of the step.
+
+For every person p among a chunk's heads and tails and each sensitive relation j,
+q_pj = softmax over j's top-M values m of g(e_p, r_j, e_m) (the person on the side
+the data puts it); the term adds w_j * KL(G_j || q_pj) (G_j uniform 1/M), scaled
+like the chunk's loss (1 / positives in the batch). Only person rows receive its
+gradient, d/dS KL(G || softmax(S)) = softmax(S) - G, back through the model's
+metric and query form (or its pair kernel for TransR): relation rows and value
+entities are frozen for this term and keep training through the ordinary loss.
+Model-agnostic: it uses the registry's query / metric functions.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from .memory import gather_rows
+from .metrics import METRIC_KERNELS
+
+TWO_VALUED_WEIGHT = 1.0  # BIAS.md: gender 1,
+MANY_VALUED_WEIGHT = 100.0  # ... the others 100
+
+
+class KLParams(NamedTuple):
+    relations: np.ndarray  # (J,) int64 sensitive relation ids
+    person_tail: np.ndarray  # (J,) uint8: 1 when the person is the tail of relation j
+    values: np.ndarray  # (J, M) int64 top values, padded
+    n_values: np.ndarray  # (J,) int64
+    target: np.ndarray  # (J, M) float32 target distribution G_j (uniform over the first n_values)
+    weights: np.ndarray  # (J,) float32
+    person_mask: np.ndarray  # (J, n_entities) uint8: entity is a person of relation j
+    gamma: np.float32
+
+
+def _empty(width):
+    return np.empty(0, dtype=np.int64), np.empty((0, width), dtype=np.float32)
+
+
+_empty_nb = numba.njit(cache=True, nogil=True)(_empty)
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+def _kl_grad(S, target, m, weight, dS):
+    """dS = weight * (softmax(S) - G) row-wise; returns weight * sum_rows KL(G || softmax(S))."""
+    total = 0.0
+    for k in range(S.shape[0]):
+        row = S[k]
+        top = row[0]
+        for i in range(1, m):
+            top = max(top, row[i])
+        z = 0.0
+        for i in range(m):
+            z += math.exp(row[i] - top)
+        log_z = math.log(z) + top
+        for i in range(m):
+            q = math.exp(row[i] - log_z)
+            g = target[i]
+            if g > 0:
+                total += g * (math.log(g) - (row[i] - log_z))
+            dS[k, i] = weight * (q - g)
+    return weight * total
+
+
+@numba.njit(cache=True, nogil=True)
+def _persons_of(ids, mask_row):
+    n = 0
+    for i in range(ids.shape[0]):
+        n += mask_row[ids[i]]
+    sel = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(ids.shape[0]):
+        if mask_row[ids[i]]:
+            sel[k] = i
+            k += 1
+    return sel
+
+
+def make_kl_kernel(sf):
+    """The term's Numba kernel for score function ``sf``."""
+    if sf.metric == "pair":
+        return _make_pair_kl(sf)
+    query, query_backward = sf.query, sf.query_backward
+    scores, backward = METRIC_KERNELS[sf.metric][0], METRIC_KERNELS[sf.metric][1]
+
+    @numba.njit(fastmath=True, nogil=True)
+    def kl(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+        entity, relation = tables.entity, tables.relation
+        penalty = 0.0
+        for j in range(p.relations.shape[0]):
+            m = p.n_values[j]
+            V = gather_rows(entity, p.values[j, :m])
+            rj = relation[p.relations[j]]
+            tail = p.person_tail[j] == 1
+            for side in range(2):
+                ids, X, gX = (heads, H, gH) if side == 0 else (tails, T, gT)
+                sel = _persons_of(ids, p.person_mask[j])
+                n = sel.shape[0]
+                if n == 0:
+                    continue
+                P = np.empty((n, X.shape[1]), dtype=np.float32)
+                Rr = np.empty((n, rj.shape[0]), dtype=np.float32)
+                for k in range(n):
+                    P[k] = X[sel[k]]
+                    Rr[k] = rj
+                Q = query(P, Rr, P, tail)  # tail persons: scored against candidate heads (the values)
+                S = np.empty((n, m), dtype=np.float32)
+                scores(Q, V, p.gamma, S)
+                dS = np.empty_like(S)
+                penalty += _kl_grad(S, p.target[j], m, p.weights[j] * scale, dS)
+                gQ = np.empty_like(Q)
+                gV = np.empty_like(V)  # values are frozen for this term: discarded
+                backward(Q, V, S, dS, p.gamma, gQ, gV)
+                gP = np.zeros_like(P)
+                g_other = np.zeros_like(P)
+                g_rel = np.zeros_like(Rr)  # relations frozen too
+                if tail:
+                    query_backward(gQ, P, Rr, P, True, g_other, g_rel, gP)
+                else:
+                    query_backward(gQ, P, Rr, P, False, gP, g_rel, g_other)
+                for k in range(n):
+                    row, g = gX[sel[k]], gP[k]
+                    for c in range(row.shape[0]):
+                        row[c] += g[c]
+        ent_rows, ent_grads = _empty_nb(H.shape[1])
+        rel_rows, rel_grads = _empty_nb(R.shape[1])
+        return penalty, ent_rows, ent_grads, rel_rows, rel_grads
+
+    return kl
+
+
+def _make_pair_kl(sf):
+    pair = sf.pair_score_grad
+
+    @numba.njit(fastmath=True, nogil=True)
+    def kl(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+        entity, relation = tables.entity, tables.relation
+        penalty = 0.0
+        for j in range(p.relations.shape[0]):
+            m = p.n_values[j]
+            V = gather_rows(entity, p.values[j, :m])
+            rj = relation[p.relations[j]]
+            tail = p.person_tail[j] == 1
+            g_rel = np.zeros_like(rj)
+            g_val = np.zeros(V.shape[1], dtype=np.float32)
+            for side in range(2):
+                ids, X, gX = (heads, H, gH) if side == 0 else (tails, T, gT)
+                sel = _persons_of(ids, p.person_mask[j])
+                n = sel.shape[0]
+                if n == 0:
+                    continue
+                S = np.empty((n, m), dtype=np.float32)
+                scratch = np.zeros(X.shape[1], dtype=np.float32)
+                for k in range(n):
+                    for i in range(m):
+                        if tail:
+                            S[k, i] = pair(V[i], rj, X[sel[k]], p.gamma, 0.0, g_val, g_rel, scratch)
+                        else:
+                            S[k, i] = pair(X[sel[k]], rj, V[i], p.gamma, 0.0, scratch, g_rel, g_val)
+                dS = np.empty_like(S)
+                penalty += _kl_grad(S, p.target[j], m, p.weights[j] * scale, dS)
+                for k in range(n):
+                    for i in range(m):
+                        if tail:
+                            pair(V[i], rj, X[sel[k]], p.gamma, dS[k, i], g_val, g_rel, gX[sel[k]])
+                        else:
+                            pair(X[sel[k]], rj, V[i], p.gamma, dS[k, i], gX[sel[k]], g_rel, g_val)
+        ent_rows, ent_grads = _empty_nb(H.shape[1])
+        rel_rows, rel_grads = _empty_nb(R.shape[1])
+        return penalty, ent_rows, ent_grads, rel_rows, rel_grads
+
+    return kl
+
+
+def make_kl_reference(sf):
+    """NumPy twin of the kernel: scores and person gradients from the model's reference."""
+    def kl(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
+        entity, relation = tables.entity.astype(np.float64), tables.relation.astype(np.float64)
+        penalty = 0.0
+        for j in range(len(p.relations)):
+            m = int(p.n_values[j])
+            V = entity[p.values[j, :m]][None, :, :]
+            r = relation[p.relations[j]][None, None, :]
+            G = p.target[j, :m].astype(np.float64)
+            tail = bool(p.person_tail[j])
+            for ids, X, gX in ((heads, H, gH), (tails, T, gT)):
+                sel = np.flatnonzero(p.person_mask[j][ids])
+                if sel.size == 0:
+                    continue
+                P = X[sel].astype(np.float64)[:, None, :]
+                S = sf.score(V, r, P, float(p.gamma)) if tail else sf.score(P, r, V, float(p.gamma))
+                S = np.broadcast_to(S, (sel.size, m))
+                log_q = S - S.max(1, keepdims=True)
+                log_q = log_q - np.log(np.exp(log_q).sum(1, keepdims=True))
+                w = float(p.weights[j]) * scale
+                penalty += w * float((G * (np.log(np.where(G > 0, G, 1.0)) - log_q))[:, G > 0].sum())
+                dS = w * (np.exp(log_q) - G)
+                grads = sf.grad(V, r, P, float(p.gamma)) if tail else sf.grad(P, r, V, float(p.gamma))
+                g_person = np.broadcast_to(grads[2] if tail else grads[0], (sel.size, m, P.shape[-1]))
+                np.add.at(gX, sel, (dS[:, :, None] * g_person).sum(1).astype(gX.dtype))
+        e = np.empty(0, dtype=np.int64)
+        return penalty, e, np.empty((0, H.shape[1]), H.dtype), e, np.empty((0, R.shape[1]), R.dtype)
+
+    return kl
+
+
+def parse_weights(spec: str | None, relations: list[str]) -> dict[str, float]:
+    """``REL=W,...`` (``--debias-weight``) into {relation: weight}; errors name the flag."""
+    out = {}
+    for part in [s for s in (spec or "").split(",") if s]:
+        rel, sep, w = part.rpartition("=")
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = math.nan
+        if not sep or not rel or not weight >= 0:
+            raise ValueError(f"--debias-weight {part}: expected REL=WEIGHT with a weight >= 0")
+        if rel not in relations:
+            raise ValueError(f"--debias-weight {part}: {rel!r} is not one of --debias {','.join(relations)}")
+        out[rel] = weight
+    return out
+
+
+def kl_params(config, kg) -> KLParams | None:
+    """The term's parameters from ``--debias``, ``--debias-top-m``, ``--debias-weight`` and the graph."""
+    if not getattr(config, "debias", None) or kg is None:
+        return None
+    relations = [r for r in config.debias.split(",") if r]
+    weights = parse_weights(config.debias_weight, relations)
+    top_m = int(config.debias_top_m)
+    rel_ids, tail, values, masks, w = [], [], [], [], []
+    for name in relations:
+        try:
+            rel = kg.relation_id(name)
+        except ValueError:
+            raise ValueError(f"--debias {name}: no such relation in graph {kg.name!r}") from None
+        triples = kg.train[kg.train[:, 1] == rel]
+        if triples.shape[0] == 0:
+            raise ValueError(f"--debias {name}: the relation has no training triples")
+        person_tail = np.unique(triples[:, 2]).size > np.unique(triples[:, 0]).size
+        persons, vals = (triples[:, 2], triples[:, 0]) if person_tail else (triples[:, 0], triples[:, 2])
+        ids, counts = np.unique(vals, return_counts=True)
+        if ids.size < 2:
+            raise ValueError(f"--debias {name}: needs at least two values, the graph has {ids.size}")
+        top = ids[np.lexsort((ids, -counts))[:top_m]]
+        mask = np.zeros(kg.n_entities, dtype=np.uint8)
+        mask[persons] = 1
+        rel_ids.append(rel)
+        tail.append(person_tail)
+        values.append(top)
+        masks.append(mask)
+        w.append(weights.get(name, TWO_VALUED_WEIGHT if ids.size == 2 else MANY_VALUED_WEIGHT))
+    width = max(v.size for v in values)
+    padded = np.zeros((len(values), width), dtype=np.int64)
+    target = np.zeros((len(values), width), dtype=np.float32)
+    for j, v in enumerate(values):
+        padded[j, :v.size] = v
+        target[j, :v.size] = 1.0 / v.size
+    return KLParams(np.array(rel_ids, dtype=np.int64), np.array(tail, dtype=np.uint8), padded,
+                    np.array([v.size for v in values], dtype=np.int64), target, np.array(w, dtype=np.float32),
+                    np.stack(masks), np.float32(config.gamma))
