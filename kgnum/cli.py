@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--json", required=True, help="write the measurements to this JSON file")
     bm.add_argument("--plot", help="write a bar chart of the most biased targets to this PNG (matplotlib)")
 
+    pa = sub.add_parser("partition", help="partition the entity graph (METIS or random) for the cluster engine")
+    _data_args(pa)
+    pa.add_argument("--parts", type=int, required=True, help="number of parts")
+    pa.add_argument("--method", choices=["metis", "random"], default="metis", help="partitioner (default metis)")
+    pa.add_argument("--seed", type=int, default=0, help="seed of METIS or of the random assignment (default 0)")
+    pa.add_argument("--dim", type=int, default=400, help="row size for the traffic estimate (default 400)")
+    pa.add_argument("--out", required=True, help="directory to save the partition to")
+    pa.add_argument("--json", help="write the report to this JSON file")
+
     e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
     e.add_argument("--load", required=True, help="saved model directory")
     _data_args(e)
@@ -336,6 +345,21 @@ def cmd_bias(args) -> int:
     return 0
 
 
+def cmd_partition(args) -> int:
+    from .cluster.partition import partition, save_partition
+
+    kg = _load_kg(args)
+    p = partition(kg, args.parts, args.method, args.seed, args.dim)
+    save_partition(p, kg, args.out)
+    r = p.report
+    print(f"{kg.name}: {r['parts']} parts ({r['method']}) in {r['seconds']:.2f} s; edge cut "
+          f"{r['edge_cut_fraction']:.4f}; part sizes {r['part_sizes']}; "
+          f"{r['bytes_per_epoch'] / 2**20:,.0f} MiB of cross-edge rows per epoch at dim {r['bytes_dim']}")
+    if args.json:
+        _write_json(args.json, r)
+    return 0
+
+
 def cmd_eval(args) -> int:
     import kgnum
 
@@ -378,7 +402,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
-        return {"train": cmd_train, "tune": cmd_tune, "bias": cmd_bias, "eval": cmd_eval, "predict": cmd_predict,
+        return {"train": cmd_train, "tune": cmd_tune, "bias": cmd_bias, "partition": cmd_partition,
+                "eval": cmd_eval, "predict": cmd_predict,
                 "similar": cmd_similar}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         # KGDataError is a ValueError: input problems are one clear line, not a traceback

@@ -1,1 +1,2 @@
-"""Cluster engine: METIS partitions of the entities held by Dask workers. Not built yet."""
+"""Cluster engine (planned): METIS partitions held by Dask workers. Built so far: ``partition``
+(METIS via pymetis or random, saved and reused, with the edge-cut and traffic report)."""
