@@ -22,7 +22,7 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--dataset", help="built-in name (FB15k, FB15k-237, wn18, wn18rr, synthetic, or a folder "
                                      "under $KGNUM_DATA_DIR such as umls), matched case-insensitively")
-    g.add_argument("--data-path", help="directory holding train/valid/test files")
+    g.add_argument("--data-path", "--data_path", help="directory holding train/valid/test files")
     p.add_argument("--format", choices=["tsv", "raw_udd_hrt", "udd_hrt"], default=None,
                    help="file format of --data-path (default tsv)")
     p.add_argument("--unseen", choices=["error", "skip", "keep"], default=None,
@@ -34,6 +34,8 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgnum", description="Fast knowledge-graph embeddings.")
+    parser.add_argument("--version", action="version", version=f"kgnum {_version()}")
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train embeddings, then evaluate",
@@ -48,12 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="a JSON file of settings (e.g. best.json from kgnum tune); explicit flags "
                    "win")
     _config_args(t)
-    t.add_argument("--save", help="directory to save the model to (written atomically)")
+    t.add_argument("--save", "--save_path", help="directory to save the model to (written atomically)")
     t.add_argument("--checkpoint-every", type=float, help="also save every N seconds while training")
     t.add_argument("--load", help="continue training a saved model: its saved configuration (model, dim, "
                    "hyperparameters, validation) carries on, flags given here override it, the dataset is "
                    "matched to its rows by name, and its statistics accumulate")
-    t.add_argument("--eval-split", choices=["test", "valid", "none"], default="test")
+    t.add_argument("--eval-split", choices=["test", "valid", "none"], default="test",
+                   help="split evaluated after training (default test; none: no evaluation)")
     t.add_argument("--json", help="write the run's metrics to this JSON file")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -112,17 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the metrics to this JSON file")
 
     pr = sub.add_parser("predict", help="top-k completions of (head, relation, ?) or (?, relation, tail)")
-    pr.add_argument("--load", required=True)
+    pr.add_argument("--load", required=True, help="saved model directory")
     side = pr.add_mutually_exclusive_group(required=True)
-    side.add_argument("--head")
-    side.add_argument("--tail")
-    pr.add_argument("--relation", required=True)
-    pr.add_argument("--k", type=int, default=10)
+    side.add_argument("--head", help="head entity (name or id): predict tails")
+    side.add_argument("--tail", help="tail entity (name or id): predict heads")
+    pr.add_argument("--relation", required=True, help="relation (name or id)")
+    pr.add_argument("--k", type=_positive, default=10, help="how many answers (default 10)")
 
     s = sub.add_parser("similar", help="nearest entities by cosine similarity")
-    s.add_argument("--load", required=True)
-    s.add_argument("--entity", required=True)
-    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--load", required=True, help="saved model directory")
+    s.add_argument("--entity", required=True, help="entity (name or id)")
+    s.add_argument("--k", type=_positive, default=10, help="how many neighbours (default 10)")
     return parser
 
 
@@ -136,6 +139,25 @@ def _workers(text: str):
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
+# DGL-KE's spellings of the same settings (dglke_train), accepted as aliases
+DGLKE_ALIASES = {
+    "model": ["--model_name"], "dim": ["--hidden_dim"], "neg": ["--neg_sample_size"], "batch": ["--batch_size"],
+    "max_steps": ["--max_step"], "adv": ["-adv", "--neg_adversarial_sampling"],
+    "adv_temp": ["-a", "--adversarial_temperature"], "reg_coef": ["--regularization_coef"],
+    "reg_norm": ["--regularization_norm"], "workers": ["--num_proc"],
+}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -152,18 +174,31 @@ def _config_args(p: argparse.ArgumentParser) -> None:
         elif f.default is not None and f.type != "bool":
             help_text += f" (default {f.default})"
         target = {"stop": stop, "bias": bias}.get(f.metadata.get("group"), p)
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *DGLKE_ALIASES.get(f.name, [])]
         if f.type == "bool":
-            target.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+            target.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text + f" (default {'on' if f.default else 'off'})")
             continue
         kind = _workers if f.name == "workers" else {"int": int, "float": float, "str": str}[f.type.split(" ")[0]]
-        target.add_argument(flag, type=kind, choices=f.metadata.get("choices"), help=help_text)
+        target.add_argument(*flags, dest=f.name, type=kind, choices=f.metadata.get("choices"), help=help_text)
+    p.add_argument("-de", "--double_ent", action="store_true",
+                   help="DGL-KE's flag: entity rows of 2 x --hidden_dim floats (kgnum's --dim counts real floats)")
+    p.add_argument("-dr", "--double_rel", action="store_true",
+                   help="DGL-KE's flag, accepted and not needed: kgnum sizes relation rows from the model and --dim")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _config_from_args(args) -> dict:
     """Explicit flags > --config file > preset (for the chosen model) > the model's defaults."""
     values = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
+    if getattr(args, "double_ent", False):  # DGL-KE's -de: entity rows of 2 x hidden_dim
+        values["dim"] = 2 * values.get("dim", TrainConfig.dim)
+        log.info("-de: --dim %d (kgnum's --dim counts the real floats of an entity row)", values["dim"])
     if getattr(args, "config", None):
         values = {**read_config_file(args.config), **values}
     if args.preset:
@@ -407,7 +442,13 @@ def main(argv=None) -> int:
                 "similar": cmd_similar}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         # KGDataError is a ValueError: input problems are one clear line, not a traceback
-        print(f"kgnum {args.command}: error: {e}", file=sys.stderr)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        more = "" if args.verbose or len(lines) == 1 else " (--verbose for details)"
+        print(f"kgnum {args.command}: error: {lines[0]}{more}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kgnum {args.command}: interrupted after {time.perf_counter() - started:.0f} s", file=sys.stderr)
