@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["test", "valid"], default="test", help="split to evaluate (default test)")
     e.add_argument("--exclude-relations", help="relations (comma-separated) whose triples are left out of the "
                    "split, e.g. the sensitive relations of a debiased model")
+    e.add_argument("--per-relation", action="store_true", help="also MRR and Hits@10 per relation and side, "
+                   "with each relation's triple count (most frequent first)")
     e.add_argument("--json", help="write the metrics to this JSON file")
 
     pr = sub.add_parser("predict", help="top-k completions of (head, relation, ?) or (?, relation, tail)")
@@ -401,12 +403,20 @@ def cmd_eval(args) -> int:
     emb = kgnum.load(args.load)
     kg = _load_kg(args)
     excluded = [r for r in (args.exclude_relations or "").split(",") if r]
-    metrics = kgnum.evaluate(emb, kg, args.split, exclude_relations=excluded)
+    metrics = kgnum.evaluate(emb, kg, args.split, exclude_relations=excluded, per_relation=args.per_relation)
     _print_metrics(args.split, metrics)
+    if args.per_relation:
+        print(f"\n{'relation':50s} {'triples':>8s} {'MRR':>7s} {'H@10':>6s} {'head MRR':>9s} {'tail MRR':>9s}")
+        for row in metrics["per_relation"]:
+            print(f"{row['name'][-50:]:50s} {row['triples']:8d} {row['mrr']:7.4f} {row['hits@10']:6.3f} "
+                  f"{row['head']['mrr']:9.4f} {row['tail']['mrr']:9.4f}")
     print(f"evaluated in {metrics['eval_seconds']:.1f} s")
     if args.json:
-        _write_json(args.json, {"model": emb.model, "dim": emb.dim, args.split: _public_metrics(metrics),
-                                "eval_seconds": metrics["eval_seconds"], "peak_rss_bytes": _peak_rss_bytes()})
+        payload = {"model": emb.model, "dim": emb.dim, args.split: _public_metrics(metrics),
+                   "eval_seconds": metrics["eval_seconds"], "peak_rss_bytes": _peak_rss_bytes()}
+        if args.per_relation:
+            payload["per_relation"] = metrics["per_relation"]
+        _write_json(args.json, payload)
     return 0
 
 

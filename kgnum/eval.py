@@ -338,6 +338,7 @@ def link_prediction_metrics(
     *,
     batch_size: int = 512,
     sides: Iterable[str] = ("head", "tail"),
+    per_relation: bool = False,
 ) -> dict:
     """Filtered link-prediction metrics of ``triples`` (the usual headline numbers).
 
@@ -346,7 +347,9 @@ def link_prediction_metrics(
     :func:`metrics_from_ranks` over the ranks of all requested sides pooled
     (for both sides: the mean over 2n queries), plus one metrics dict per
     requested side under ``"head"`` / ``"tail"``, and ``"n_queries"`` (int,
-    number of pooled ranks).
+    number of pooled ranks). ``per_relation``: also ``"per_relation"``, one
+    entry per relation present (``relation`` id, ``triples``, ``mrr``,
+    ``hits@10`` over both sides, and per side), most frequent relation first.
     """
     n_entities = _check_count(n_entities, "n_entities")
     n_relations = _check_count(n_relations, "n_relations")
@@ -360,11 +363,25 @@ def link_prediction_metrics(
     for side, r in ranks.items():
         result[side] = metrics_from_ranks(r)
     result["n_queries"] = int(pooled.size)
+    if per_relation:
+        rel = np.asarray(triples)[:, 1]
+        rows = []
+        for r_id, count in zip(*np.unique(rel, return_counts=True)):
+            mask = rel == r_id
+            row = {"relation": int(r_id), "triples": int(count)}
+            both = np.concatenate([ranks[s][mask] for s in ranks])
+            row.update({k: v for k, v in metrics_from_ranks(both).items() if k in ("mrr", "hits@10")})
+            for side in ranks:
+                m = metrics_from_ranks(ranks[side][mask])
+                row[side] = {"mrr": m["mrr"], "hits@10": m["hits@10"]}
+            rows.append(row)
+        rows.sort(key=lambda r: (-r["triples"], r["relation"]))
+        result["per_relation"] = rows
     return result
 
 
 def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, batch_size: int = 512,
-             exclude_relations=None) -> dict:
+             exclude_relations=None, per_relation: bool = False) -> dict:
     """Filtered MRR, MR, Hits@1/3/10 over all entities, head and tail side.
 
     The filter removes every other true answer from train + valid + test.
@@ -390,7 +407,10 @@ def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, ba
     triples = without_relations(kg, kg.split(split), exclude_relations)
     start = time.perf_counter()
     metrics = link_prediction_metrics(emb.score_candidates, triples, kg.all_triples(),
-                                      kg.n_entities, kg.n_relations, batch_size=batch_size)
+                                      kg.n_entities, kg.n_relations, batch_size=batch_size,
+                                      per_relation=per_relation)
+    for row in metrics.get("per_relation", []):
+        row["name"] = str(kg.relation_names[row["relation"]])
     metrics["eval_seconds"] = time.perf_counter() - start
     return metrics
 

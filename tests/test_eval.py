@@ -344,3 +344,18 @@ def test_bad_ranks():
         metrics_from_ranks(np.array([]))
     with pytest.raises(ValueError, match="ranks"):
         metrics_from_ranks(np.array([1.0, np.nan]))
+
+
+def test_per_relation_metrics_add_up_to_the_pooled_ones(small_kg):
+    import kgnum
+
+    emb = kgnum.train(small_kg, "TransE_l2", max_steps=50, dim=16, workers=1, progress=False)
+    m = kgnum.evaluate(emb, small_kg, per_relation=True)
+    rows = m["per_relation"]
+    assert sum(r["triples"] for r in rows) == small_kg.test.shape[0]
+    assert [r["triples"] for r in rows] == sorted((r["triples"] for r in rows), reverse=True)
+    # the pooled MRR is the triple-weighted mean of the per-relation ones
+    pooled = sum(r["mrr"] * r["triples"] for r in rows) / sum(r["triples"] for r in rows)
+    assert pooled == pytest.approx(m["mrr"], rel=1e-9)
+    assert all(r["name"] == small_kg.relation_names[r["relation"]] for r in rows)
+    assert all(0 < r["head"]["mrr"] <= 1 and 0 < r["tail"]["mrr"] <= 1 for r in rows)
