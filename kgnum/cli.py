@@ -122,7 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     side.add_argument("--head", help="head entity (name or id): predict tails")
     side.add_argument("--tail", help="tail entity (name or id): predict heads")
     pr.add_argument("--relation", required=True, help="relation (name or id)")
-    pr.add_argument("--k", type=_positive, default=10, help="how many answers (default 10)")
+    pr.add_argument("--k", "--topk", type=_positive, default=10, help="how many answers (default 10)")
+    pr.add_argument("--exclude-mode", choices=["none", "train", "all"], default="all",
+                    help="leave out answers already known in train (train) or in train, valid and test (all, the "
+                         "default); none shows them, marked as known")
 
     s = sub.add_parser("similar", help="nearest entities by cosine similarity")
     s.add_argument("--load", required=True, help="saved model directory")
@@ -424,12 +427,18 @@ def cmd_predict(args) -> int:
     import kgnum
 
     emb = kgnum.load(args.load)
+    exclude = None if args.exclude_mode == "none" else args.exclude_mode
     if args.head is not None:
-        rows = emb.predict_tail(args.head, args.relation, args.k)
+        anchor, rows = args.head, emb.predict_tail(args.head, args.relation, args.k, exclude=exclude)
     else:
-        rows = emb.predict_head(args.relation, args.tail, args.k)
+        anchor, rows = args.tail, emb.predict_head(args.relation, args.tail, args.k, exclude=exclude)
+    known = set()
+    if exclude is None and emb.known_triples is not None:
+        a, r = emb.ids(anchor), emb.ids(args.relation, "relation")
+        ids = emb.known_answers(a, r, args.head is None, ("train", "valid", "test"))[0]
+        known = {str(emb.entity_names[i]) for i in ids}
     for name, score in rows:
-        print(f"{score:10.4f}  {name}")
+        print(f"{score:10.4f}  {name}" + ("  (known)" if name in known else ""))
     return 0
 
 

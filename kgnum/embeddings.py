@@ -53,14 +53,17 @@ class Embeddings:
         self.entity_state = entity_state if entity_state is not None else np.zeros(n_e, np.float32)
         self.relation_state = relation_state if relation_state is not None else np.zeros(n_r, np.float32)
         self.train_stats = dict(train_stats or {})
+        self.known_triples = None  # {"train", "valid", "test"}: (n, 3) int32 in this model's ids, if saved
         self._entity_index = None
         self._relation_index = None
 
     def with_tables(self, tables, train_stats: dict | None = None) -> "Embeddings":
-        """The same model (config, vocabularies) holding ``tables`` (a ``kernels.step.Tables``;
-        Adagrad state None: zeros), not copied."""
-        return Embeddings(self.model, tables.entity, tables.relation, self.config, self.entity_names,
-                          self.relation_names, tables.entity_state, tables.relation_state, train_stats)
+        """The same model (config, vocabularies, known triples) holding ``tables`` (a
+        ``kernels.step.Tables``; Adagrad state None: zeros), not copied."""
+        emb = Embeddings(self.model, tables.entity, tables.relation, self.config, self.entity_names,
+                         self.relation_names, tables.entity_state, tables.relation_state, train_stats)
+        emb.known_triples = self.known_triples
+        return emb
 
     # -- basic facts ---------------------------------------------------------
     @property
@@ -101,11 +104,18 @@ class Embeddings:
             raise ValueError(f"unknown {kind} {key!r}") from None
 
     # -- scoring -------------------------------------------------------------
+    def ids(self, keys, kind: str = "entity") -> np.ndarray:
+        """Row ids (int64 array) of names or ids, one or many."""
+        if isinstance(keys, (str, int, np.integer)):
+            keys = [keys]
+        return np.array([self._lookup(k if not isinstance(k, np.str_) else str(k), kind) for k in keys],
+                        dtype=np.int64)
+
     def score(self, heads, relations, tails) -> np.ndarray:
-        """Scores (n,) float32 of triples given as id arrays (n,) (higher = more plausible)."""
-        h = self.entity[np.asarray(heads)]
-        r = self.relation[np.asarray(relations)]
-        t = self.entity[np.asarray(tails)]
+        """Scores (n,) float32 of triples given as names or ids, one or arrays (higher = more plausible)."""
+        h = self.entity[self.ids(heads)]
+        r = self.relation[self.ids(relations, "relation")]
+        t = self.entity[self.ids(tails)]
         return self.score_function.score(h.astype(np.float64), r.astype(np.float64),
                                          t.astype(np.float64), self.gamma).astype(np.float32)
 
@@ -143,15 +153,53 @@ class Embeddings:
             out[i] = sf.score(ent, r, a, self.gamma)[0] if predict_head else sf.score(a, r, ent, self.gamma)[0]
         return out
 
-    def predict_tail(self, head, relation, k: int = 10) -> list[tuple[str, float]]:
-        """Top-k tails for (head, relation) as [(entity name, score)], best first."""
-        row = self.score_candidates([self.entity_id(head)], [self.relation_id(relation)], False)[0]
-        return self._top(row, k)
+    def predict_tail(self, heads, relations, k: int = 10, exclude: str | None = None):
+        """Top-k tails of (head, relation) as [(entity name, score)], best first; for arrays of
+        heads and relations, one such list per query. ``exclude``: leave out tails already known
+        ("train": in the training triples, "all": in train, valid or test; the triples saved with
+        the model), as evaluation's filter does."""
+        return self._predict(heads, relations, k, exclude, predict_head=False)
 
-    def predict_head(self, relation, tail, k: int = 10) -> list[tuple[str, float]]:
-        """Top-k heads for (relation, tail) as [(entity name, score)], best first."""
-        row = self.score_candidates([self.entity_id(tail)], [self.relation_id(relation)], True)[0]
-        return self._top(row, k)
+    def predict_head(self, relations, tails, k: int = 10, exclude: str | None = None):
+        """Top-k heads of (relation, tail), as ``predict_tail``."""
+        return self._predict(tails, relations, k, exclude, predict_head=True)
+
+    def known_answers(self, anchors, relations, predict_head: bool, splits) -> list[np.ndarray]:
+        """The known answers (entity ids) of each query, from the triples saved with the model."""
+        if self.known_triples is None:
+            raise ValueError("this model was saved without its graph's triples: give exclude=None "
+                             "(kgnum predict --exclude-mode none)")
+        from .eval import FilterIndex
+
+        known = np.concatenate([self.known_triples[s] for s in splits])
+        index = FilterIndex.from_triples(known.astype(np.int64), self.n_entities, self.relation.shape[0])
+        return [index.answers(int(a), int(r), predict_head) for a, r in zip(anchors, relations)]
+
+    def _predict(self, anchors, relations, k, exclude, predict_head):
+        single = isinstance(anchors, (str, int, np.integer)) and isinstance(relations, (str, int, np.integer))
+        a, r = self.ids(anchors), self.ids(relations, "relation")
+        if a.size != r.size:
+            a, r = np.broadcast_arrays(a, r)
+        if exclude not in (None, "none", "train", "all"):
+            raise ValueError(f"exclude {exclude!r}: expected None, 'train' or 'all'")
+        splits = {"train": ("train",), "all": ("train", "valid", "test")}.get(exclude or "none", ())
+        if not 1 <= k:
+            raise ValueError(f"k {k}: must be >= 1")
+        k = min(k, self.n_entities)
+        out = []
+        for b0 in range(0, a.size, 512):  # bounded memory: 512 x n_entities scores at a time
+            rows = self.score_candidates(a[b0:b0 + 512], r[b0:b0 + 512], predict_head)
+            if splits:
+                for i, known in enumerate(self.known_answers(a[b0:b0 + 512], r[b0:b0 + 512], predict_head,
+                                                             splits)):
+                    rows[i, known] = -np.inf
+            top = np.argpartition(-rows, k - 1, axis=1)[:, :k]
+            picked = np.take_along_axis(rows, top, 1)
+            order = np.argsort(-picked, axis=1, kind="stable")
+            top, picked = np.take_along_axis(top, order, 1), np.take_along_axis(picked, order, 1)
+            for ids, vals in zip(top, picked):
+                out.append([(str(self.entity_names[i]), float(v)) for i, v in zip(ids, vals) if np.isfinite(v)])
+        return out[0] if single else out
 
     def similar(self, entity, k: int = 10) -> list[tuple[str, float]]:
         """The k entities with the highest cosine similarity to ``entity`` (itself excluded)."""
@@ -182,6 +230,8 @@ class Embeddings:
         try:
             for name in _TABLES:
                 np.save(os.path.join(tmp, f"{name}.npy"), getattr(self, name))
+            if self.known_triples is not None:
+                np.savez(os.path.join(tmp, "known_triples.npz"), **self.known_triples)
             _write_lines(os.path.join(tmp, "entities.tsv"), self.entity_names)
             _write_lines(os.path.join(tmp, "relations.tsv"), self.relation_names)
             meta = {"format_version": FORMAT_VERSION, "model": self.model, "dim": self.dim,
@@ -249,6 +299,11 @@ def load(path: str) -> Embeddings:
     for kind in ("entities", "relations"):
         with open(os.path.join(path, f"{kind}.tsv"), encoding="utf-8") as f:
             names[kind] = [line.rstrip("\n").split("\t", 1)[1] for line in f if line.strip()]
-    return Embeddings(meta["model"], tables["entity"], tables["relation"], meta["config"],
-                      names["entities"], names["relations"], tables["entity_state"],
-                      tables["relation_state"], meta.get("train_stats"))
+    emb = Embeddings(meta["model"], tables["entity"], tables["relation"], meta["config"],
+                     names["entities"], names["relations"], tables["entity_state"],
+                     tables["relation_state"], meta.get("train_stats"))
+    known = os.path.join(path, "known_triples.npz")
+    if os.path.exists(known):
+        with np.load(known) as f:
+            emb.known_triples = {k: f[k] for k in f.files}
+    return emb

@@ -131,6 +131,7 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
         kg = kg.aligned_to(init.entity_names, init.relation_names)
     engine = make_engine(cfg)
     emb = initial_embeddings(kg, cfg, init)
+    emb.known_triples = {split: kg.split(split) for split in ("train", "valid", "test")}  # saved with it
     return run(engine, make_job(kg, cfg, emb), kg, cfg, emb, save=save, checkpoint_every=checkpoint_every,
                progress=progress, previous=init.train_stats if init is not None else None,
                on_validation=on_validation)

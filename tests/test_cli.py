@@ -130,3 +130,29 @@ def test_version_verbose_and_nonsensical_values(capsys):
     assert main(["eval", "--load", "/nonexistent/model", "--dataset", "synthetic"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_never_passes_known_facts_off_as_predictions(tmp_path, capsys):
+    import kgnum
+
+    model = tmp_path / "model"
+    assert main(TRAIN + ["--save", str(model), "--eval-split", "none"]) == 0
+    emb = kgnum.load(str(model))
+    kg = kgnum.load_dataset("synthetic")
+    h, r = int(kg.train[0, 0]), int(kg.train[0, 1])
+    head, rel = str(kg.entity_names[h]), str(kg.relation_names[r])
+    known = {str(kg.entity_names[t]) for hh, rr, t in kg.all_triples().tolist() if hh == h and rr == r}
+    capsys.readouterr()
+    assert main(["predict", "--load", str(model), "--head", head, "--relation", rel, "--k", "5"]) == 0
+    shown = [line.split()[1] for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(shown) == 5 and not set(shown) & known
+    assert main(["predict", "--load", str(model), "--head", head, "--relation", rel, "--k", "2000",
+                 "--exclude-mode", "none"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    marked = {line.split()[1] for line in lines if line.endswith("(known)")}
+    assert marked == known & {line.split()[1] for line in lines} and marked
+    # the API: batched queries equal one-at-a-time ones
+    batch = emb.predict_tail([head, head], [rel, rel], 3, exclude="all")
+    assert batch[0] == batch[1] == emb.predict_tail(head, rel, 3, exclude="all")
+    assert emb.score(head, rel, shown[0])[0] == pytest.approx(
+        emb.score([h], [r], [kg.entity_id(shown[0])])[0])
