@@ -54,6 +54,7 @@ class Embeddings:
         self.relation_state = relation_state if relation_state is not None else np.zeros(n_r, np.float32)
         self.train_stats = dict(train_stats or {})
         self.known_triples = None  # {"train", "valid", "test"}: (n, 3) int32 in this model's ids, if saved
+        self._filters = {}
         self._entity_index = None
         self._relation_index = None
 
@@ -171,8 +172,12 @@ class Embeddings:
                              "(kgnum predict --exclude-mode none)")
         from .eval import FilterIndex
 
-        known = np.concatenate([self.known_triples[s] for s in splits])
-        index = FilterIndex.from_triples(known.astype(np.int64), self.n_entities, self.relation.shape[0])
+        key = tuple(splits)
+        if key not in self._filters:  # built once per model and set of splits
+            known = np.concatenate([self.known_triples[s] for s in splits])
+            self._filters[key] = FilterIndex.from_triples(known.astype(np.int64), self.n_entities,
+                                                          self.relation.shape[0])
+        index = self._filters[key]
         return [index.answers(int(a), int(r), predict_head) for a, r in zip(anchors, relations)]
 
     def _predict(self, anchors, relations, k, exclude, predict_head):

@@ -68,6 +68,30 @@ def initial_embeddings(kg: KnowledgeGraph, cfg: TrainConfig, init: Embeddings | 
     return Embeddings(sf.name, entity, relation, cfg.to_dict(), kg.entity_names, kg.relation_names)
 
 
+def grown(init: Embeddings, kg: KnowledgeGraph, cfg: TrainConfig) -> Embeddings:
+    """``init`` with fresh rows appended for the entities and relations of ``kg`` it lacks.
+
+    Old names keep their rows (and Adagrad state); new ones get rows drawn as a fresh model's
+    would be (state zero), after the old ones, in the order the graph numbers them.
+    """
+    have_e = {str(n) for n in init.entity_names}
+    have_r = {str(n) for n in init.relation_names}
+    new_e = [str(n) for n in kg.entity_names if str(n) not in have_e]
+    new_r = [str(n) for n in kg.relation_names if str(n) not in have_r]
+    if not new_e and not new_r:
+        return init
+    sf = get_model(init.model)
+    ent, rel = sf.init_tables(len(new_e), len(new_r), init.dim, cfg.gamma, cfg.seed + 1)
+    log.info("the dataset adds %d entities and %d relations to the saved model: new rows appended, "
+             "the %d old entities and %d relations keep theirs", len(new_e), len(new_r), init.n_entities,
+             init.relation.shape[0])
+    out = Embeddings(sf.name, np.concatenate([init.entity, ent]), np.concatenate([init.relation, rel]),
+                     init.config, list(init.entity_names) + new_e, list(init.relation_names) + new_r,
+                     np.concatenate([init.entity_state, np.zeros(len(new_e), np.float32)]),
+                     np.concatenate([init.relation_state, np.zeros(len(new_r), np.float32)]), init.train_stats)
+    return out
+
+
 def make_job(kg: KnowledgeGraph, cfg: TrainConfig, emb: Embeddings) -> Job:
     """The run as engines see it: the step's parameters and extra terms, edges, tables."""
     cdf = degree_cdf(kg.train, kg.n_entities) if cfg.neg_sampling == "degree" else None
@@ -128,6 +152,7 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     if kg.train.shape[0] == 0:
         raise ValueError("the training split is empty")
     if init is not None:
+        init = grown(init, kg, cfg)
         kg = kg.aligned_to(init.entity_names, init.relation_names)
     engine = make_engine(cfg)
     emb = initial_embeddings(kg, cfg, init)

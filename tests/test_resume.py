@@ -120,17 +120,28 @@ def test_resume_on_a_relabelled_copy_trains_the_same_rows(umls, tmp_path):
     assert metrics[0] == metrics[1]
 
 
-def test_resume_on_a_graph_with_unknown_names_is_one_clear_error(umls, tmp_path, capsys):
-    start = kgnum.train(umls, "TransE_l2", max_steps=2, dim=8, progress=False)
-    start.save(str(tmp_path / "model"))
+def test_resume_on_a_grown_graph_appends_rows_and_keeps_the_old_ones(umls, tmp_path, caplog):
+    start = kgnum.train(umls, "TransE_l2", max_steps=20, dim=8, workers=1, progress=False)
     folder = tmp_path / "grown"
     folder.mkdir()
+    extra = "brand_new_thing\tisa\tcell\nbrand_new_thing\tnew_relation\tanother_new_thing\n"
     for split in ("train", "valid", "test"):
         lines = open(f"{umls.source}/{split}.txt").read()
-        (folder / f"{split}.txt").write_text(lines + ("brand_new_thing\tisa\tcell\n" if split == "train" else ""))
-    with pytest.raises(KGDataError, match="1 entity.*brand_new_thing"):
-        kgnum.train(load_dataset(str(folder)), init=start, max_steps=1, progress=False)
-    assert main(["train", "--load", str(tmp_path / "model"), "--data-path", str(folder), "--max-steps", "1",
-                 "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "brand_new_thing" in err
+        (folder / f"{split}.txt").write_text(lines + (extra if split == "train" else ""))
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="kgnum"):
+        grown = kgnum.train(load_dataset(str(folder)), init=start, max_steps=3, lr=1e-12, progress=False)
+    assert "adds 2 entities and 1 relations" in caplog.text
+    # ids stay stable for old names; old rows moved only by (almost zero) training
+    assert list(grown.entity_names[: start.n_entities]) == list(start.entity_names)
+    assert list(grown.entity_names[start.n_entities:]) == ["brand_new_thing", "another_new_thing"]
+    assert list(grown.relation_names[-1:]) == ["new_relation"]
+    np.testing.assert_allclose(grown.entity[: start.n_entities], start.entity, atol=1e-6)
+    np.testing.assert_array_equal(grown.entity_state[: start.n_entities] >= start.entity_state, True)
+    new_rows = grown.entity[start.n_entities:]
+    assert new_rows.shape == (2, 8) and np.isfinite(new_rows).all() and np.abs(new_rows).sum() > 0
+    assert np.isfinite(grown.score("brand_new_thing", "new_relation", "another_new_thing")).all()
+    # evaluation still refuses a name the model does not have
+    with pytest.raises(KGDataError, match="brand_new_thing"):
+        kgnum.evaluate(start, load_dataset(str(folder)))
