@@ -106,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--out", required=True, help="directory to save the partition to")
     pa.add_argument("--json", help="write the report to this JSON file")
 
+    sp = sub.add_parser("split", help="split one file of triples into train/valid/test, every valid/test "
+                        "entity and relation kept in train")
+    sp.add_argument("file", help="text file of triples, one per line")
+    sp.add_argument("--ratios", default="0.8,0.1,0.1", help="shares TRAIN,VALID,TEST (default 0.8,0.1,0.1)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default 0)")
+    sp.add_argument("--delimiter", default="\t", help="field separator (default tab; ' ' for any whitespace)")
+    sp.add_argument("--out", required=True, help="directory for train.txt, valid.txt, test.txt")
+
     e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
     e.add_argument("--load", required=True, help="saved model directory")
     _data_args(e)
@@ -400,6 +408,15 @@ def cmd_partition(args) -> int:
     return 0
 
 
+def cmd_split(args) -> int:
+    from .datasplit import split_file
+
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(args.delimiter, args.delimiter)
+    counts = split_file(args.file, args.ratios, args.seed, args.out, delimiter)
+    print(f"{args.out}: train {counts['train']:,}, valid {counts['valid']:,}, test {counts['test']:,} triples")
+    return 0
+
+
 def cmd_eval(args) -> int:
     import kgnum
 
@@ -457,6 +474,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         return {"train": cmd_train, "tune": cmd_tune, "bias": cmd_bias, "partition": cmd_partition,
+                "split": cmd_split,
                 "eval": cmd_eval, "predict": cmd_predict,
                 "similar": cmd_similar}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:

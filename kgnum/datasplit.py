@@ -1,0 +1,86 @@
+"""``kgnum split``: one file of triples into train / valid / test, every valid/test name seen in train.
+
+    lines -> shuffle (seed) -> a covering set to train first: each triple that brings an entity or
+    relation not yet in train goes there -> valid and test take their shares from the rest ->
+    train.txt, valid.txt, test.txt (head<TAB>relation<TAB>tail, the input's order of columns kept)
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from .data import KGDataError
+
+log = logging.getLogger("kgnum")
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    try:
+        ratios = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        ratios = ()
+    if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0 or abs(sum(ratios) - 1) > 1e-6:
+        raise KGDataError(f"--ratios {text}: expected three shares TRAIN,VALID,TEST >= 0 that sum to 1 "
+                          f"(e.g. 0.8,0.1,0.1)")
+    return ratios
+
+
+def read_triples(path: str, delimiter: str = "\t") -> list[tuple[str, str, str]]:
+    """Triples of a text file: one per line, three fields; blank and ``#`` lines skipped."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise KGDataError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise KGDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip("\r\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split(delimiter) if delimiter != " " else line.split()
+        if len(parts) != 3 or not all(p.strip() for p in parts):
+            raise KGDataError(f"{path}:{n}: expected 3 fields separated by {delimiter!r}, got {len(parts)}")
+        rows.append(tuple(p.strip() for p in parts))
+    if not rows:
+        raise KGDataError(f"{path}: no triples")
+    return rows
+
+
+def split_triples(rows: list, ratios: tuple, seed: int) -> dict[str, list]:
+    """{"train", "valid", "test"}: lists of rows; every entity and relation of valid/test is in train."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    seen_e: set = set()
+    seen_r: set = set()
+    forced, pool = [], []
+    for i in order:
+        h, r, t = rows[i]
+        if h not in seen_e or t not in seen_e or r not in seen_r:
+            forced.append(i)
+            seen_e.update((h, t))
+            seen_r.add(r)
+        else:
+            pool.append(i)
+    n_valid = min(len(pool), int(round(ratios[1] * len(rows))))
+    n_test = min(len(pool) - n_valid, int(round(ratios[2] * len(rows))))
+    if n_valid + n_test < int(round((ratios[1] + ratios[2]) * len(rows))):
+        log.warning("only %d triples can leave train without taking an entity or relation with them: "
+                    "valid %d, test %d", len(pool), n_valid, n_test)
+    valid, test, rest = pool[:n_valid], pool[n_valid:n_valid + n_test], pool[n_valid + n_test:]
+    return {"train": [rows[i] for i in sorted(forced + rest)], "valid": [rows[i] for i in sorted(valid)],
+            "test": [rows[i] for i in sorted(test)]}
+
+
+def split_file(path: str, ratios: str, seed: int, out: str, delimiter: str = "\t") -> dict:
+    rows = read_triples(path, delimiter)
+    parts = split_triples(rows, parse_ratios(ratios), seed)
+    os.makedirs(out, exist_ok=True)
+    for name, part in parts.items():
+        tmp = os.path.join(out, f".{name}.txt.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines("\t".join(row) + "\n" for row in part)
+        os.replace(tmp, os.path.join(out, f"{name}.txt"))
+    return {name: len(part) for name, part in parts.items()}

@@ -1,0 +1,51 @@
+"""``kgnum split``: one file of triples into train/valid/test, usable by every command after it."""
+from __future__ import annotations
+
+import pytest
+
+import kgnum
+from kgnum.cli import main
+
+
+def write_graph(path, n=3000, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lines = [f"e{rng.integers(400)}\tr{rng.integers(7)}\te{rng.integers(400)}" for _ in range(n)]
+    path.write_text("\ufeff# a comment line\n\n" + "\r\n".join(lines) + "\n")
+    return lines
+
+
+def test_split_keeps_every_valid_and_test_name_in_train(tmp_path, monkeypatch):
+    src = tmp_path / "all.tsv"
+    lines = write_graph(src)
+    out = tmp_path / "split"
+    assert main(["split", str(src), "--ratios", "0.8,0.1,0.1", "--seed", "3", "--out", str(out)]) == 0
+    parts = {s: (out / f"{s}.txt").read_text().splitlines() for s in ("train", "valid", "test")}
+    assert sorted(parts["train"] + parts["valid"] + parts["test"]) == sorted(lines)
+    assert abs(len(parts["valid"]) - 300) <= 1 and abs(len(parts["test"]) - 300) <= 1
+    train_names = {x for line in parts["train"] for x in line.split("\t")}
+    for line in parts["valid"] + parts["test"]:
+        assert set(line.split("\t")) <= train_names
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    kg = kgnum.load_dataset(str(out))  # unseen="error" for own data: it loads, so nothing is unseen
+    assert kg.train.shape[0] == len(parts["train"])
+    again = tmp_path / "again"
+    assert main(["split", str(src), "--ratios", "0.8,0.1,0.1", "--seed", "3", "--out", str(again)]) == 0
+    assert (again / "test.txt").read_text() == (out / "test.txt").read_text()  # same seed, same split
+
+
+@pytest.mark.parametrize("ratios", ["0.8,0.1", "0.9,0.1,0.1", "0,0.5,0.5", "a,b,c"])
+def test_bad_ratios_are_one_line(ratios, tmp_path, capsys):
+    src = tmp_path / "all.tsv"
+    write_graph(src, n=50)
+    assert main(["split", str(src), "--ratios", ratios, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--ratios" in err
+
+
+def test_bad_line_names_file_and_line(tmp_path, capsys):
+    src = tmp_path / "all.tsv"
+    src.write_text("a\tr\tb\nb\tr\n")
+    assert main(["split", str(src), "--out", str(tmp_path / "o")]) == 2
+    assert f"{src}:2" in capsys.readouterr().err
