@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--delimiter", default="\t", help="field separator (default tab; ' ' for any whitespace)")
     sp.add_argument("--out", required=True, help="directory for train.txt, valid.txt, test.txt")
 
+    pl = sub.add_parser("plot", help="training curves (valid MRR and loss against time) of saved runs")
+    pl.add_argument("models", nargs="+", help="saved model directories")
+    pl.add_argument("--out", required=True, help="PNG to write")
+
     e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
     e.add_argument("--load", required=True, help="saved model directory")
     _data_args(e)
@@ -417,6 +421,14 @@ def cmd_split(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .plot import plot_runs
+
+    plot_runs(args.models, args.out)
+    print(f"curves of {len(args.models)} run(s) written to {args.out}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     import kgnum
 
@@ -474,7 +486,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         return {"train": cmd_train, "tune": cmd_tune, "bias": cmd_bias, "partition": cmd_partition,
-                "split": cmd_split,
+                "split": cmd_split, "plot": cmd_plot,
                 "eval": cmd_eval, "predict": cmd_predict,
                 "similar": cmd_similar}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
