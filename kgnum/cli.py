@@ -118,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("models", nargs="+", help="saved model directories")
     pl.add_argument("--out", required=True, help="PNG to write")
 
+    im = sub.add_parser("import-dglke", help="a DGL-KE saved model into kgnum's format")
+    im.add_argument("dglke_dir", help="DGL-KE save directory (config.json, <dataset>_<model>_entity.npy, ...)")
+    im.add_argument("--data-path", required=True, help="the dataset folder holding entities.dict/relations.dict "
+                    "(or entities.tsv/relations.tsv) that name the rows")
+    im.add_argument("--out", required=True, help="kgnum model directory to write")
+    ex = sub.add_parser("export-dglke", help="a kgnum model in DGL-KE's save layout")
+    ex.add_argument("--load", required=True, help="saved kgnum model directory")
+    ex.add_argument("--out", required=True, help="directory to write")
+    ex.add_argument("--dataset-name", default="kgnum", help="the <dataset> part of the file names (default kgnum)")
+
     e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
     e.add_argument("--load", required=True, help="saved model directory")
     _data_args(e)
@@ -429,6 +439,25 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_import_dglke(args) -> int:
+    from .interop import import_dglke
+
+    emb = import_dglke(args.dglke_dir, args.data_path)
+    emb.save(args.out)
+    print(f"imported DGL-KE {emb.model} ({emb.n_entities:,} entities, dim {emb.dim}) to {args.out}")
+    return 0
+
+
+def cmd_export_dglke(args) -> int:
+    import kgnum
+    from .interop import export_dglke
+
+    emb = kgnum.load(args.load)
+    export_dglke(emb, args.out, args.dataset_name)
+    print(f"exported {emb.model} to {args.out} in DGL-KE's layout")
+    return 0
+
+
 def cmd_eval(args) -> int:
     import kgnum
 
@@ -486,7 +515,8 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         return {"train": cmd_train, "tune": cmd_tune, "bias": cmd_bias, "partition": cmd_partition,
-                "split": cmd_split, "plot": cmd_plot,
+                "split": cmd_split, "plot": cmd_plot, "import-dglke": cmd_import_dglke,
+                "export-dglke": cmd_export_dglke,
                 "eval": cmd_eval, "predict": cmd_predict,
                 "similar": cmd_similar}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:

@@ -1,0 +1,146 @@
+"""DGL-KE models in and out: ``kgnum import-dglke`` / ``kgnum export-dglke``.
+
+A DGL-KE save directory holds ``config.json`` (its training arguments: model_name,
+hidden_dim, gamma, double_ent, ...) and ``<dataset>_<model>_entity.npy`` /
+``<dataset>_<model>_relation.npy``; the names of the rows are in the dataset's
+``entities.dict`` / ``relations.dict`` (built-in datasets) or ``entities.tsv`` /
+``relations.tsv`` (user data), lines ``id<TAB>name``.
+
+How DGL-KE's models map onto kgnum's score functions (kgnum's ``dim`` counts the
+real floats of an entity row, DGL-KE's ``hidden_dim`` the complex or split halves
+when ``-de`` doubles it):
+
+* TransE (= TransE_l2), TransE_l1, DistMult: same rows, same score.
+* ComplEx: rows [real half | imaginary half] in both; same score.
+* SimplE: rows [head part | tail part], relation [r | r_inv] in both; same score
+  (DGL-KE clips it to [-20, 20]).
+* RotatE: DGL-KE stores relation values v and rotates by the phase
+  v * pi / ((gamma + 2) / hidden_dim); kgnum stores the phase itself.
+* RESCAL: DGL-KE scores t^T M h with M row-major (relation_dim x entity_dim);
+  kgnum scores h^T M t: each matrix is transposed.
+* TransR: not imported; DGL-KE keeps its projections in a separate table and
+  scores with its own norm, which kgnum's TransR does not reproduce.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+
+import numpy as np
+
+from .data import KGDataError
+from .embeddings import Embeddings
+from .kernels.registry import get_model
+
+_NAMES = {"transe": "TransE_l2", "transe_l2": "TransE_l2", "transe_l1": "TransE_l1", "distmult": "DistMult",
+          "complex": "ComplEx", "rotate": "RotatE", "rescal": "RESCAL", "simple": "SimplE"}
+_DOUBLED = ("ComplEx", "RotatE", "SimplE")  # DGL-KE trains these with -de (entity rows of 2 x hidden_dim)
+
+
+def _rotate_scale(gamma: float, hidden_dim: int) -> float:
+    """DGL-KE's relation value -> phase factor: pi / ((gamma + 2) / hidden_dim)."""
+    return math.pi / ((gamma + 2.0) / hidden_dim)
+
+
+def _read_map(folder: str, kind: str) -> list[str]:
+    for name in (f"{kind}.dict", f"{kind}.tsv"):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            rows = {}
+            with open(path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    parts = line.rstrip("\n").split("\t")
+                    try:
+                        rows[int(parts[0])] = parts[1]
+                    except (ValueError, IndexError):
+                        raise KGDataError(f"{path}:{n}: expected id<TAB>name") from None
+            if sorted(rows) != list(range(len(rows))):
+                raise KGDataError(f"{path}: ids are not 0..{len(rows) - 1}")
+            return [rows[i] for i in range(len(rows))]
+    raise KGDataError(f"--data-path {folder}: no {kind}.dict or {kind}.tsv (id<TAB>name lines)")
+
+
+def import_dglke(save_dir: str, data_path: str) -> Embeddings:
+    """A DGL-KE saved model as kgnum Embeddings (rows named from ``data_path``'s dicts)."""
+    try:
+        with open(os.path.join(save_dir, "config.json")) as f:
+            cfg = json.load(f)
+    except FileNotFoundError:
+        raise KGDataError(f"{save_dir}: no config.json; not a DGL-KE save directory") from None
+    except json.JSONDecodeError as e:
+        raise KGDataError(f"{save_dir}/config.json: not valid JSON ({e})") from None
+    dglke_model = str(cfg.get("model_name", ""))
+    if dglke_model.lower() == "transr":
+        raise KGDataError("DGL-KE TransR cannot be imported: its projection table and norm differ from kgnum's TransR")
+    model = _NAMES.get(dglke_model.lower())
+    if model is None:
+        raise KGDataError(f"{save_dir}/config.json: model_name {dglke_model!r} has no kgnum counterpart; "
+                          f"supported: {', '.join(sorted(set(_NAMES.values())))}")
+    tables = {}
+    for kind in ("entity", "relation"):
+        found = sorted(glob.glob(os.path.join(save_dir, f"*_{dglke_model}_{kind}.npy"))) or \
+            sorted(glob.glob(os.path.join(save_dir, f"*_{kind}.npy")))
+        if not found:
+            raise KGDataError(f"{save_dir}: no <dataset>_{dglke_model}_{kind}.npy")
+        tables[kind] = np.load(found[0]).astype(np.float32)
+    entity, relation = tables["entity"], tables["relation"]
+    gamma = float(cfg.get("gamma", 12.0))
+    hidden = int(cfg.get("hidden_dim", entity.shape[1]))
+    if model == "RotatE":
+        relation = relation * np.float32(_rotate_scale(gamma, hidden))
+    elif model == "RESCAL":
+        n, k = relation.shape
+        rel_dim = k // entity.shape[1]
+        relation = relation.reshape(n, rel_dim, entity.shape[1]).transpose(0, 2, 1).reshape(n, -1)
+    sf = get_model(model)
+    dim = entity.shape[1]
+    if sf.relation_dim(dim) != relation.shape[1]:
+        raise KGDataError(f"{save_dir}: {model} with entity rows of {dim} floats needs relation rows of "
+                          f"{sf.relation_dim(dim)}, the file has {relation.shape[1]}")
+    entities, relations = _read_map(data_path, "entities"), _read_map(data_path, "relations")
+    if len(entities) != entity.shape[0] or len(relations) != relation.shape[0]:
+        raise KGDataError(f"--data-path {data_path}: {len(entities)} entities / {len(relations)} relations named, "
+                          f"the model has {entity.shape[0]} / {relation.shape[0]} rows")
+    config = {"model": model, "dim": dim, "gamma": gamma, "lr": cfg.get("lr"),
+              "neg": cfg.get("neg_sample_size"), "batch": cfg.get("batch_size"),
+              "adv": bool(cfg.get("neg_adversarial_sampling", False)),
+              "adv_temp": cfg.get("adversarial_temperature"), "reg_coef": cfg.get("regularization_coef"),
+              "reg_norm": cfg.get("regularization_norm"), "imported_from": "DGL-KE"}
+    config = {k: v for k, v in config.items() if v is not None}
+    return Embeddings(model, entity, np.ascontiguousarray(relation, dtype=np.float32), config, entities, relations)
+
+
+def export_dglke(emb: Embeddings, out: str, dataset: str = "kgnum") -> str:
+    """Write ``emb`` in DGL-KE's save layout (plus entities.tsv / relations.tsv) to ``out``."""
+    model = emb.model
+    if model == "TransR":
+        raise KGDataError("kgnum TransR cannot be exported to DGL-KE: its projection table and norm differ")
+    name = "TransE_l2" if model == "TransE_l2" else model
+    doubled = model in _DOUBLED
+    hidden = emb.dim // 2 if doubled else emb.dim
+    relation = emb.relation
+    if model == "RotatE":
+        relation = relation / np.float32(_rotate_scale(emb.gamma, hidden))
+    elif model == "RESCAL":
+        n, d = relation.shape[0], emb.dim
+        relation = relation.reshape(n, d, d).transpose(0, 2, 1).reshape(n, -1)
+    os.makedirs(out, exist_ok=True)
+    np.save(os.path.join(out, f"{dataset}_{name}_entity.npy"), emb.entity)
+    np.save(os.path.join(out, f"{dataset}_{name}_relation.npy"), np.ascontiguousarray(relation, np.float32))
+    c = emb.config
+    config = {"model_name": name, "dataset": dataset, "hidden_dim": hidden, "gamma": emb.gamma,
+              "double_ent": doubled, "double_rel": model in ("ComplEx", "SimplE"), "lr": c.get("lr"),
+              "neg_sample_size": c.get("neg"), "batch_size": c.get("batch"),
+              "neg_adversarial_sampling": bool(c.get("adv", False)), "adversarial_temperature": c.get("adv_temp"),
+              "regularization_coef": c.get("reg_coef"), "regularization_norm": c.get("reg_norm"),
+              "emap_file": "entities.tsv", "rmap_file": "relations.tsv"}
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=4)
+    for kind, names in (("entities", emb.entity_names), ("relations", emb.relation_names)):
+        with open(os.path.join(out, f"{kind}.tsv"), "w", encoding="utf-8") as f:
+            f.writelines(f"{i}\t{n}\n" for i, n in enumerate(names))
+    return out
