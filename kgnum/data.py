@@ -323,7 +323,7 @@ def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | 
     for n in ["synthetic", *DATASET_URLS, *_local_dataset_names(data_root)]:
         known.setdefault(n.lower(), n)
     raise KGDataError(
-        f"name_or_path: {text_name!r} is neither an existing folder nor a known dataset "
+        f"--dataset {text_name}: neither an existing folder nor a known dataset "
         f"({looked}). Known names: {', '.join(known.values())}")
 
 
@@ -532,7 +532,7 @@ def _parse_string_folder(files: dict[str, str], unseen: str, name: str) -> Knowl
     _log_dropped(name, dropped, out)
     if kept:
         log.info("%s: kept %s triples whose entity or relation does not occur in train "
-                 "(unseen='keep'); %d entities and %d relations got ids after the train ones",
+                 "(--unseen keep); %d entities and %d relations got ids after the train ones",
                  name, " and ".join(f"{n} {s}" for s, n in kept.items()),
                  len(ent) - n_train_ent, len(rel) - n_train_rel)
     return KnowledgeGraph(name=name, entity_names=list(ent), relation_names=list(rel),
@@ -542,14 +542,14 @@ def _parse_string_folder(files: dict[str, str], unseen: str, name: str) -> Knowl
 def _raise_unseen(f: _Fields, row: int, desc: str, train_path: str):
     raise KGDataError(
         f"{f.path}:{f.line_of(row)}: {desc} does not occur in the training split "
-        f"{train_path}; pass unseen='skip' to drop such triples or unseen='keep' to keep them")
+        f"{train_path}; --unseen skip drops such triples, --unseen keep keeps them (unseen= in Python)")
 
 
 def _log_dropped(name: str, dropped: dict, out: dict):
     if dropped:
         parts = [f"{n} of {n + len(out[s])} {s}" for s, n in dropped.items()]
         log.warning("%s: dropped %s triples whose entity or relation does not occur in train "
-                    "(unseen='skip')", name, " and ".join(parts))
+                    "(--unseen skip)", name, " and ".join(parts))
 
 
 def _read_dict(path: str, kind: str) -> list[str]:

@@ -156,3 +156,15 @@ def test_predict_never_passes_known_facts_off_as_predictions(tmp_path, capsys):
     assert batch[0] == batch[1] == emb.predict_tail(head, rel, 3, exclude="all")
     assert emb.score(head, rel, shown[0])[0] == pytest.approx(
         emb.score([h], [r], [kg.entity_id(shown[0])])[0])
+
+
+def test_unseen_valid_entity_error_speaks_in_flags(tmp_path):
+    data = tmp_path / "kg"
+    data.mkdir()
+    (data / "train.txt").write_text("a\tr\tb\nb\tr\tc\n")
+    (data / "valid.txt").write_text("a\tr\tz\n")
+    (data / "test.txt").write_text("b\tr\ta\n")
+    proc = run_cli("train", "--data-path", str(data), "--max-steps", "1", "--dim", "8")
+    assert proc.returncode == 2
+    assert "--unseen skip" in proc.stderr and "unseen='skip'" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
