@@ -38,8 +38,8 @@ class TrainConfig:
     loss) is applied as soon as it is computed.
     """
     model: str = _opt("TransE_l2", "score function")
-    dim: int = _opt(400, "real floats per entity row for every model: ComplEx and RotatE with "
-                         "--dim 400 hold 200 complex numbers")
+    dim: int | None = _opt(None, "real floats per entity row for every model: ComplEx and RotatE with "
+                                 "--dim 400 hold 200 complex numbers", per_model=True)
     neg: int = _opt(200, "negatives shared by each chunk")
     neg_chunk: int = _opt(200, "positives per chunk sharing negatives")
     batch: int = _opt(1000, "positives per step")
@@ -130,7 +130,15 @@ class TrainConfig:
 
 
 # per-model fields a registry entry leaves out
-_FALLBACK = dict(lr=0.1, gamma=12.0, adv_temp=1.0, reg_coef=0.0, reg_norm=3, patience=5)
+_FALLBACK = dict(dim=400, lr=0.1, gamma=12.0, adv_temp=1.0, reg_coef=0.0, reg_norm=3, patience=5)
+DEFAULT_DIM = _FALLBACK["dim"]
+
+
+def model_default(model: str, name: str):
+    """What a plain ``kgnum train --model MODEL`` uses for the per-model field ``name``."""
+    from .kernels.registry import get_model
+
+    return get_model(model).defaults.get(name, _FALLBACK[name])
 
 
 def model_defaults_table() -> str:

@@ -219,7 +219,11 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
 
 def _default(model: str, name: str):
     """The value a plain ``kgnum train`` would use for ``name``."""
-    return get_model(model).defaults.get(name, getattr(TrainConfig, name))
+    from .config import model_default
+
+    if TrainConfig.__dataclass_fields__[name].metadata.get("per_model"):
+        return model_default(model, name)
+    return getattr(TrainConfig, name)
 
 
 def _clip(value, r: Range):

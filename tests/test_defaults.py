@@ -33,9 +33,16 @@ def test_every_registered_model_has_complete_defaults():
     per_model = [f for f in TrainConfig.__dataclass_fields__.values() if f.metadata.get("per_model")]
     for name in model_names():
         defaults = get_model(name).defaults
-        assert {f.name for f in per_model} <= set(defaults), name
+        assert {f.name for f in per_model} - {"dim"} <= set(defaults), name  # dim: 400 unless a model says
         cfg = TrainConfig(model=name, max_steps=1).validate()
         assert all(getattr(cfg, f.name) is not None for f in per_model)
+
+
+def test_matrix_models_default_to_a_smaller_dim(small_kg):
+    assert TrainConfig(model="RESCAL", max_steps=1).validate().dim == 100
+    assert TrainConfig(model="TransR", max_steps=1).validate().dim == 100
+    assert TrainConfig(model="ComplEx", max_steps=1).validate().dim == 400
+    assert TrainConfig(model="RESCAL", dim=32, max_steps=1).validate().dim == 32
 
 
 def test_help_lists_each_models_defaults(capsys):

@@ -61,4 +61,5 @@ def init_relation(rng, n_relations, dim, bound):
 
 register(ScoreFunction("TransR", "pair", score, grad, relation_dim=lambda d: d + d * d,
                        pair_score_grad=pair_score_grad, init_relation=init_relation,
-                       defaults=DISTANCE_DEFAULTS))
+                       # relation rows hold a dim x dim projection: dim 100 for the same reason as RESCAL
+                       defaults={**DISTANCE_DEFAULTS, "dim": 100}))
