@@ -36,9 +36,14 @@ def main():
     parser.add_argument("--queries", type=int, default=10000)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--numpy-queries", type=int, default=1000, help="queries for the (slow) NumPy reference")
+    parser.add_argument("--dataset", default="FB15k-237", help="the model's graph, when it was saved without "
+                        "its triples")
     args = parser.parse_args()
 
     emb = kgnum.load(args.load)
+    if emb.known_triples is None:  # saved by an earlier kgnum: take the triples from the dataset, by name
+        kg = kgnum.load_dataset(args.dataset).aligned_to(emb.entity_names, emb.relation_names)
+        emb.known_triples = {s: kg.split(s) for s in ("train", "valid", "test")}
     train = emb.known_triples["train"]
     pick = np.random.default_rng(0).permutation(train.shape[0])[:args.queries]
     heads, rels = train[pick, 0].astype(np.int64), train[pick, 1].astype(np.int64)
