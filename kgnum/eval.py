@@ -31,7 +31,7 @@ from kgnum.kernels.ranking import filtered_ranks
 
 if TYPE_CHECKING:
     from kgnum.data import KnowledgeGraph
-    from kgnum.embeddings import Embeddings
+    # Embeddings (kgnum.embeddings) is named in annotations only: that module imports this one
 
 __all__ = [
     "FilterIndex",
