@@ -153,7 +153,10 @@ def test_predict_never_passes_known_facts_off_as_predictions(tmp_path, capsys):
     assert marked == known & {line.split()[1] for line in lines} and marked
     # the API: batched queries equal one-at-a-time ones
     batch = emb.predict_tail([head, head], [rel, rel], 3, exclude="all")
-    assert batch[0] == batch[1] == emb.predict_tail(head, rel, 3, exclude="all")
+    one = emb.predict_tail(head, rel, 3, exclude="all")
+    for got in batch:  # the same answers; scores equal up to BLAS rounding at another batch size
+        assert [n for n, _ in got] == [n for n, _ in one]
+        assert [s for _, s in got] == pytest.approx([s for _, s in one], rel=1e-5)
     assert emb.score(head, rel, shown[0])[0] == pytest.approx(
         emb.score([h], [r], [kg.entity_id(shown[0])])[0])
 
