@@ -438,7 +438,8 @@ class _Run:
                 self.account(report)
                 if report.finished:
                     break
-                if validator.auto and validator.every is None and budget.elapsed() >= CALIBRATE_SECONDS:
+                if validator.auto and validator.every is None and budget.elapsed() >= CALIBRATE_SECONDS \
+                        and stats.steps > 0:  # a speed to go by: a slow model may not finish a step at once
                     rate = stats.steps / budget.elapsed()
                     expected = min(budget.time_budget or math.inf, budget.steps_left(0) / max(rate, 1e-9))
                     validator.calibrate(rate, expected)

@@ -115,3 +115,14 @@ def test_config_file_is_applied_and_flags_win(tmp_path, capsys):
     assert main(["train", "--dataset", "synthetic", "--config", str(cfg), "--max-steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "learning_rate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_automatic_validation_waits_for_a_measured_speed(small_kg, monkeypatch):
+    """A model too slow to report a step before the calibration time must not get a zero rate."""
+    from kgnum import loop
+
+    monkeypatch.setattr(loop, "CALIBRATE_SECONDS", 0.0)  # calibrate at the very first report
+    for workers in (1, 2):  # (two workers often report no step at first: that gave a rate of 0 and a
+        # ZeroDivisionError at the first validation)
+        stats = kgnum.train(small_kg, "TransE_l2", time_budget=3, **{**SMALL, "workers": workers}).train_stats
+        assert stats["steps"] > 0  # and no ZeroDivisionError

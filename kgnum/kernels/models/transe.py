@@ -68,4 +68,4 @@ register(ScoreFunction("TransE_l2", "l2", score_l2, grad_l2, relation_dim=lambda
 register(ScoreFunction("TransE_l1", "l1", score_l1, grad_l1, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward,
                        numpy_query=numpy_query, numpy_query_backward=numpy_query_backward,
-                       defaults=DISTANCE_DEFAULTS))
+                       defaults={**DISTANCE_DEFAULTS, "lr": 0.05, "gamma": 12.0}))  # the l1 sweep: UMLS, Nations, synthetic

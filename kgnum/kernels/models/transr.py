@@ -62,4 +62,4 @@ def init_relation(rng, n_relations, dim, bound):
 register(ScoreFunction("TransR", "pair", score, grad, relation_dim=lambda d: d + d * d,
                        pair_score_grad=pair_score_grad, init_relation=init_relation,
                        # relation rows hold a dim x dim projection: dim 100 for the same reason as RESCAL
-                       defaults={**DISTANCE_DEFAULTS, "dim": 100}))
+                       defaults={**DISTANCE_DEFAULTS, "dim": 100, "lr": 0.1}))
