@@ -42,25 +42,15 @@ class Sensitive:
 
 def sensitive_relation(kg, name: str, person_side: str | None = None, top_m: int = TOP_M) -> Sensitive:
     """The training triples of relation ``name``, person side detected (or given), its top values."""
+    from ..kernels.kl import sensitive_triples
+
     try:
-        rel = kg.relation_id(name)
+        rel, side, persons, values, top = sensitive_triples(kg, name, "--sensitive", person_side, top_m)
     except KGDataError:
-        raise KGDataError(f"--sensitive {name}: no such relation in graph {kg.name!r}") from None
-    triples = kg.train[kg.train[:, 1] == rel]
-    if triples.shape[0] == 0:
-        raise KGDataError(f"--sensitive {name}: the relation has no training triples")
-    heads, tails = triples[:, 0], triples[:, 2]
-    if person_side is None:  # persons are the many, values the few
-        person_side = "head" if np.unique(heads).size >= np.unique(tails).size else "tail"
-    if person_side not in ("head", "tail"):
-        raise KGDataError(f"--person-side {name}={person_side}: expected head or tail")
-    persons, values = (heads, tails) if person_side == "head" else (tails, heads)
-    ids, counts = np.unique(values, return_counts=True)
-    if ids.size < 2:
-        raise KGDataError(f"--sensitive {name}: needs at least two values, the graph has {ids.size}")
-    order = np.lexsort((ids, -counts))  # most frequent first, ties by id: deterministic
-    return Sensitive(rel, name, person_side, persons.astype(np.int64), values.astype(np.int64),
-                     ids[order[:top_m]].astype(np.int64))
+        raise
+    except ValueError as e:
+        raise KGDataError(str(e)) from None
+    return Sensitive(rel, name, side, persons, values, top)
 
 
 def _side_scores(emb, persons_rows, rel_rows, others_rows, person_side: str) -> np.ndarray:

@@ -223,6 +223,33 @@ def parse_weights(spec: str | None, relations: list[str]) -> dict[str, float]:
     return out
 
 
+def sensitive_triples(kg, name: str, flag: str, person_side: str | None = None, top_m: int = 30):
+    """``(relation id, person side, persons, values, top values)`` of sensitive relation ``name``.
+
+    persons / values (n,) int64: the two ends of each of its training triples; the person side is
+    the one with more distinct entities unless given; top values: the ``top_m`` most frequent
+    values, most frequent first (ties by id). Errors name ``flag``.
+    """
+    try:
+        rel = kg.relation_id(name)
+    except ValueError:
+        raise ValueError(f"{flag} {name}: no such relation in graph {kg.name!r}") from None
+    triples = kg.train[kg.train[:, 1] == rel]
+    if triples.shape[0] == 0:
+        raise ValueError(f"{flag} {name}: the relation has no training triples")
+    heads, tails = triples[:, 0].astype(np.int64), triples[:, 2].astype(np.int64)
+    if person_side is None:  # persons are the many, values the few
+        person_side = "head" if np.unique(heads).size >= np.unique(tails).size else "tail"
+    if person_side not in ("head", "tail"):
+        raise ValueError(f"--person-side {name}={person_side}: expected head or tail")
+    persons, values = (heads, tails) if person_side == "head" else (tails, heads)
+    ids, counts = np.unique(values, return_counts=True)
+    if ids.size < 2:
+        raise ValueError(f"{flag} {name}: needs at least two values, the graph has {ids.size}")
+    top = ids[np.lexsort((ids, -counts))[:top_m]].astype(np.int64)
+    return rel, person_side, persons, values, top
+
+
 def kl_params(config, kg) -> KLParams | None:
     """The term's parameters from ``--debias``, ``--debias-top-m``, ``--debias-weight`` and the graph."""
     if not getattr(config, "debias", None) or kg is None:
@@ -232,26 +259,16 @@ def kl_params(config, kg) -> KLParams | None:
     top_m = int(config.debias_top_m)
     rel_ids, tail, values, masks, w = [], [], [], [], []
     for name in relations:
-        try:
-            rel = kg.relation_id(name)
-        except ValueError:
-            raise ValueError(f"--debias {name}: no such relation in graph {kg.name!r}") from None
-        triples = kg.train[kg.train[:, 1] == rel]
-        if triples.shape[0] == 0:
-            raise ValueError(f"--debias {name}: the relation has no training triples")
-        person_tail = np.unique(triples[:, 2]).size > np.unique(triples[:, 0]).size
-        persons, vals = (triples[:, 2], triples[:, 0]) if person_tail else (triples[:, 0], triples[:, 2])
-        ids, counts = np.unique(vals, return_counts=True)
-        if ids.size < 2:
-            raise ValueError(f"--debias {name}: needs at least two values, the graph has {ids.size}")
-        top = ids[np.lexsort((ids, -counts))[:top_m]]
+        rel, side, persons, all_values, top = sensitive_triples(kg, name, "--debias", top_m=top_m)
+        person_tail = side == "tail"
+        n_values = np.unique(all_values).size
         mask = np.zeros(kg.n_entities, dtype=np.uint8)
         mask[persons] = 1
         rel_ids.append(rel)
         tail.append(person_tail)
         values.append(top)
         masks.append(mask)
-        w.append(weights.get(name, TWO_VALUED_WEIGHT if ids.size == 2 else MANY_VALUED_WEIGHT))
+        w.append(weights.get(name, TWO_VALUED_WEIGHT if n_values == 2 else MANY_VALUED_WEIGHT))
     width = max(v.size for v in values)
     padded = np.zeros((len(values), width), dtype=np.int64)
     target = np.zeros((len(values), width), dtype=np.float32)
