@@ -13,6 +13,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from .kernels.metrics import METRIC_KERNELS, TILED
+from .kernels.ranking import topk_rows
 from .kernels.registry import get_model
 
 log = logging.getLogger("kgnum")
@@ -198,12 +199,10 @@ class Embeddings:
                 for i, known in enumerate(self.known_answers(a[b0:b0 + 512], r[b0:b0 + 512], predict_head,
                                                              splits)):
                     rows[i, known] = -np.inf
-            top = np.argpartition(-rows, k - 1, axis=1)[:, :k]
-            picked = np.take_along_axis(rows, top, 1)
-            order = np.argsort(-picked, axis=1, kind="stable")
-            top, picked = np.take_along_axis(top, order, 1), np.take_along_axis(picked, order, 1)
-            for ids, vals in zip(top, picked):
-                out.append([(str(self.entity_names[i]), float(v)) for i, v in zip(ids, vals) if np.isfinite(v)])
+            top, picked = topk_rows(rows, k)  # one Numba pass per row (argpartition was 4x the scoring)
+            names = self.entity_names
+            for ids, vals in zip(top.tolist(), picked.tolist()):
+                out.append([(str(names[i]), v) for i, v in zip(ids, vals) if i >= 0])
         return out[0] if single else out
 
     def similar(self, entity, k: int = 10) -> list[tuple[str, float]]:

@@ -359,3 +359,20 @@ def test_per_relation_metrics_add_up_to_the_pooled_ones(small_kg):
     assert pooled == pytest.approx(m["mrr"], rel=1e-9)
     assert all(r["name"] == small_kg.relation_names[r["relation"]] for r in rows)
     assert all(0 < r["head"]["mrr"] <= 1 and 0 < r["tail"]["mrr"] <= 1 for r in rows)
+
+
+def test_topk_rows_matches_a_full_sort_and_skips_excluded():
+    from kgnum.kernels.ranking import topk_rows
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(50, 300)).astype(np.float32)
+    scores[3, :295] = -np.inf  # only 5 candidates left in this row
+    scores[4, 7] = np.nan
+    idx, val = topk_rows(scores, 10)
+    for i in range(50):
+        finite = np.flatnonzero(np.isfinite(scores[i]))
+        want = finite[np.argsort(-scores[i, finite], kind="stable")][:10]
+        got = idx[i][idx[i] >= 0]
+        assert np.array_equal(got, want), i
+        np.testing.assert_array_equal(val[i][: got.size], scores[i, got])
+    assert (idx[3] >= 0).sum() == 5 and 7 not in idx[4]

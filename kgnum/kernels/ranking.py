@@ -89,3 +89,30 @@ def filtered_ranks(scores, rows, true_ids, starts, ends, filter_ids):
         out[i] = _rank_row(scores[rows[i]], true_ids[i], starts[i], ends[i], filter_ids)
     return out
 
+
+
+@numba.njit(cache=True, nogil=True)
+def topk_rows(scores, k):
+    """The k highest scores of each row, best first: (indices (B, k) int64, values (B, k) float32).
+
+    One pass per row keeping the current best k in order (insertion): each candidate costs one
+    comparison against the k-th best unless it enters; -inf and NaN never enter (their slots
+    keep index -1).
+    """
+    n_rows, n = scores.shape
+    idx = np.full((n_rows, k), -1, dtype=np.int64)
+    val = np.full((n_rows, k), -np.inf, dtype=np.float32)
+    for i in range(n_rows):
+        row, vi, ii = scores[i], val[i], idx[i]
+        for j in range(n):
+            s = row[j]
+            if not s > vi[k - 1]:  # also rejects NaN
+                continue
+            pos = k - 1
+            while pos > 0 and s > vi[pos - 1]:
+                vi[pos] = vi[pos - 1]
+                ii[pos] = ii[pos - 1]
+                pos -= 1
+            vi[pos] = s
+            ii[pos] = j
+    return idx, val
