@@ -11,6 +11,7 @@ import time
 
 from dataclasses import fields
 
+from .files import write_json
 from .config import CAP_EPOCHS, CAP_SECONDS, TrainConfig, model_defaults_table
 from .kernels.registry import model_names
 from .presets import PRESETS, preset_values
@@ -270,10 +271,7 @@ def _peak_rss_bytes() -> int:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, payload)
 
 
 def _print_metrics(split: str, metrics: dict) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_info
 
+from .files import atomic_directory, write_names
 from .kernels.metrics import METRIC_KERNELS, TILED
 from .kernels.ranking import topk_rows
 from .kernels.registry import get_model
@@ -228,16 +226,13 @@ class Embeddings:
         model and the previous one stays loadable until the switch.
         """
         path = os.path.abspath(path)
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
-        try:
+        with atomic_directory(path) as tmp:
             for name in _TABLES:
                 np.save(os.path.join(tmp, f"{name}.npy"), getattr(self, name))
             if self.known_triples is not None:
                 np.savez(os.path.join(tmp, "known_triples.npz"), **self.known_triples)
-            _write_lines(os.path.join(tmp, "entities.tsv"), self.entity_names)
-            _write_lines(os.path.join(tmp, "relations.tsv"), self.relation_names)
+            write_names(os.path.join(tmp, "entities.tsv"), self.entity_names)
+            write_names(os.path.join(tmp, "relations.tsv"), self.relation_names)
             meta = {"format_version": FORMAT_VERSION, "model": self.model, "dim": self.dim,
                     "n_entities": self.n_entities, "n_relations": int(self.relation.shape[0]),
                     "config": self.config, "train_stats": self.train_stats}
@@ -245,10 +240,6 @@ class Embeddings:
                 json.dump(meta, f, indent=2, default=_json_default)
                 f.flush()
                 os.fsync(f.fileno())
-            _swap_into_place(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
 
@@ -256,22 +247,6 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def _write_lines(path, names):
-    with open(path, "w", encoding="utf-8") as f:
-        for i, name in enumerate(names):
-            f.write(f"{i}\t{name}\n")
-
-
-def _swap_into_place(tmp: str, path: str) -> None:
-    if not os.path.exists(path):
-        os.rename(tmp, path)
-        return
-    old = f"{path}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(path, old)
-    os.rename(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load(path: str) -> Embeddings:

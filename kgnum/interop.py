@@ -30,7 +30,8 @@ import os
 
 import numpy as np
 
-from .data import KGDataError
+from .data import KGDataError, _read_dict
+from .files import write_names
 from .embeddings import Embeddings
 from .kernels.registry import get_model
 
@@ -44,23 +45,12 @@ def _rotate_scale(gamma: float, hidden_dim: int) -> float:
     return math.pi / ((gamma + 2.0) / hidden_dim)
 
 
-def _read_map(folder: str, kind: str) -> list[str]:
+def _read_map(folder: str, kind: str, what: str) -> list[str]:
+    """Row names from the dataset's ``<kind>.dict`` or ``<kind>.tsv`` (lines ``id<TAB>name``)."""
     for name in (f"{kind}.dict", f"{kind}.tsv"):
         path = os.path.join(folder, name)
         if os.path.exists(path):
-            rows = {}
-            with open(path, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    parts = line.rstrip("\n").split("\t")
-                    try:
-                        rows[int(parts[0])] = parts[1]
-                    except (ValueError, IndexError):
-                        raise KGDataError(f"{path}:{n}: expected id<TAB>name") from None
-            if sorted(rows) != list(range(len(rows))):
-                raise KGDataError(f"{path}: ids are not 0..{len(rows) - 1}")
-            return [rows[i] for i in range(len(rows))]
+            return _read_dict(path, what)
     raise KGDataError(f"--data-path {folder}: no {kind}.dict or {kind}.tsv (id<TAB>name lines)")
 
 
@@ -101,7 +91,7 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
     if sf.relation_dim(dim) != relation.shape[1]:
         raise KGDataError(f"{save_dir}: {model} with entity rows of {dim} floats needs relation rows of "
                           f"{sf.relation_dim(dim)}, the file has {relation.shape[1]}")
-    entities, relations = _read_map(data_path, "entities"), _read_map(data_path, "relations")
+    entities, relations = _read_map(data_path, "entities", "entity"), _read_map(data_path, "relations", "relation")
     if len(entities) != entity.shape[0] or len(relations) != relation.shape[0]:
         raise KGDataError(f"--data-path {data_path}: {len(entities)} entities / {len(relations)} relations named, "
                           f"the model has {entity.shape[0]} / {relation.shape[0]} rows")
@@ -140,7 +130,6 @@ def export_dglke(emb: Embeddings, out: str, dataset: str = "kgnum") -> str:
               "emap_file": "entities.tsv", "rmap_file": "relations.tsv"}
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=4)
-    for kind, names in (("entities", emb.entity_names), ("relations", emb.relation_names)):
-        with open(os.path.join(out, f"{kind}.tsv"), "w", encoding="utf-8") as f:
-            f.writelines(f"{i}\t{n}\n" for i, n in enumerate(names))
+    write_names(os.path.join(out, "entities.tsv"), emb.entity_names)
+    write_names(os.path.join(out, "relations.tsv"), emb.relation_names)
     return out

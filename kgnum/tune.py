@@ -16,7 +16,6 @@ every core. Optuna is an optional extra (``pip install 'kgnum[tune]'``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from .config import TrainConfig, available_cores
+from .files import write_json
 from .kernels.registry import get_model
 
 log = logging.getLogger("kgnum")
@@ -266,7 +266,4 @@ def _write_results(out, model, kg, rows, search, time_budget, interrupted) -> di
 
 
 def _write_json(path: str, payload) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
-    os.replace(tmp, path)
+    write_json(path, payload, default=float)

@@ -46,9 +46,7 @@ def sensitive_relation(kg, name: str, person_side: str | None = None, top_m: int
 
     try:
         rel, side, persons, values, top = sensitive_triples(kg, name, "--sensitive", person_side, top_m)
-    except KGDataError:
-        raise
-    except ValueError as e:
+    except ValueError as e:  # the same one-line message, as the data error it is
         raise KGDataError(str(e)) from None
     return Sensitive(rel, name, side, persons, values, top)
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..data import KGDataError
+from ..files import atomic_directory, write_names
 
 METHODS = ("metis", "random")
 
@@ -119,25 +118,14 @@ def _report(kg, owner, part_edges, parts, method, seconds, dim) -> dict:
 
 def save_partition(p: Partition, kg, path: str) -> str:
     """Write ``p`` to directory ``path`` atomically (a temporary sibling renamed into place)."""
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
-    try:
+    with atomic_directory(path) as tmp:
         np.save(os.path.join(tmp, "owner.npy"), p.owner)
         for i, e in enumerate(p.part_edges):
             np.save(os.path.join(tmp, f"part_{i}.npy"), kg.train[e])
-        for kind, names in (("entities", kg.entity_names), ("relations", kg.relation_names)):
-            with open(os.path.join(tmp, f"{kind}.tsv"), "w", encoding="utf-8") as f:
-                f.writelines(f"{i}\t{name}\n" for i, name in enumerate(names))
+        write_names(os.path.join(tmp, "entities.tsv"), kg.entity_names)
+        write_names(os.path.join(tmp, "relations.tsv"), kg.relation_names)
         with open(os.path.join(tmp, "partition.json"), "w") as f:
             json.dump(p.report, f, indent=2)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

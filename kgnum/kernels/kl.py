@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .memory import gather_rows
+from .memory import gather_rows, no_rows
 from .metrics import METRIC_KERNELS
 
 TWO_VALUED_WEIGHT = 1.0  # BIAS.md: gender 1,
@@ -33,13 +33,6 @@ class KLParams(NamedTuple):
     weights: np.ndarray  # (J,) float32
     person_mask: np.ndarray  # (J, n_entities) uint8: entity is a person of relation j
     gamma: np.float32
-
-
-def _empty(width):
-    return np.empty(0, dtype=np.int64), np.empty((0, width), dtype=np.float32)
-
-
-_empty_nb = numba.njit(cache=True, nogil=True)(_empty)
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
@@ -124,8 +117,8 @@ def make_kl_kernel(sf):
                     row, g = gX[sel[k]], gP[k]
                     for c in range(row.shape[0]):
                         row[c] += g[c]
-        ent_rows, ent_grads = _empty_nb(H.shape[1])
-        rel_rows, rel_grads = _empty_nb(R.shape[1])
+        ent_rows, ent_grads = no_rows(H.shape[1])
+        rel_rows, rel_grads = no_rows(R.shape[1])
         return penalty, ent_rows, ent_grads, rel_rows, rel_grads
 
     return kl
@@ -167,8 +160,8 @@ def _make_pair_kl(sf):
                             pair(V[i], rj, X[sel[k]], p.gamma, dS[k, i], g_val, g_rel, gX[sel[k]])
                         else:
                             pair(X[sel[k]], rj, V[i], p.gamma, dS[k, i], gX[sel[k]], g_rel, g_val)
-        ent_rows, ent_grads = _empty_nb(H.shape[1])
-        rel_rows, rel_grads = _empty_nb(R.shape[1])
+        ent_rows, ent_grads = no_rows(H.shape[1])
+        rel_rows, rel_grads = no_rows(R.shape[1])
         return penalty, ent_rows, ent_grads, rel_rows, rel_grads
 
     return kl

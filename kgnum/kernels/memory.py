@@ -82,3 +82,9 @@ def gather_rows(table, ids):
         for k in range(src.shape[0]):
             dst[k] = src[k]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def no_rows(width):
+    """An empty (rows (0,) int64, grads (0, width) float32) pair: "no extra rows" of a loss term."""
+    return np.empty(0, dtype=np.int64), np.empty((0, width), dtype=np.float32)

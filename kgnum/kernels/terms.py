@@ -36,6 +36,7 @@ import numba
 import numpy as np
 
 from .losses import add_regularization
+from .memory import no_rows
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,12 @@ class RegParams(NamedTuple):
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
-def _no_rows(width):
-    return np.empty(0, dtype=np.int64), np.empty((0, width), dtype=np.float32)
-
-
-@numba.njit(cache=True, fastmath=True, nogil=True)
 def regularizer_kernel(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
     penalty = add_regularization(H, p.coef, p.norm, gH)
     penalty += add_regularization(T, p.coef, p.norm, gT)
     penalty += add_regularization(R, p.coef, p.norm, gR)
-    ent_rows, ent_grads = _no_rows(H.shape[1])
-    rel_rows, rel_grads = _no_rows(R.shape[1])
+    ent_rows, ent_grads = no_rows(H.shape[1])
+    rel_rows, rel_grads = no_rows(R.shape[1])
     return penalty, ent_rows, ent_grads, rel_rows, rel_grads
 
 
@@ -130,8 +126,8 @@ def compose(model: str, names: tuple[str, ...]):
     if not names:
         @numba.njit(fastmath=True, nogil=True)
         def no_terms(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
-            ent_rows, ent_grads = _no_rows(H.shape[1])
-            rel_rows, rel_grads = _no_rows(R.shape[1])
+            ent_rows, ent_grads = no_rows(H.shape[1])
+            rel_rows, rel_grads = no_rows(R.shape[1])
             return 0.0, ent_rows, ent_grads, rel_rows, rel_grads
 
         return no_terms
