@@ -136,14 +136,9 @@ def test_planted_professions_rank_on_top_and_the_probe_sees_gender(kg, trained):
     assert difference_in_scores(emb, s) > 0.3
 
 
-def test_cli_writes_the_documented_json_and_a_chart(kg, trained, tmp_path, monkeypatch, capsys):
+def test_cli_writes_the_documented_json_and_a_chart(kg, trained, tmp_path, monkeypatch, capsys, write_tsv):
     _, path = trained
-    data = tmp_path / "planted"
-    data.mkdir()
-    for split in ("train", "valid", "test"):
-        rows = kg.split(split)
-        (data / f"{split}.txt").write_text("".join(
-            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n" for h, r, t in rows))
+    data = write_tsv(kg, tmp_path / "planted")
     (data / "entity_names.tsv").write_text("male\tMen\nfemale\tWomen\nprof_m0\tMiner\n")
     monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
     out, png = tmp_path / "bias.json", tmp_path / "bias.png"
@@ -167,13 +162,9 @@ def test_cli_writes_the_documented_json_and_a_chart(kg, trained, tmp_path, monke
     (["--sensitive", "gender", "--values", "male,female", "--target", "located_in"], "no person"),
     (["--sensitive", "gender", "--person-side", "gender=middle"], "--person-side"),
 ])
-def test_bad_input_is_one_line_naming_it(kg, trained, tmp_path, flags, words, capsys, monkeypatch):
+def test_bad_input_is_one_line_naming_it(kg, trained, tmp_path, flags, words, capsys, monkeypatch, write_tsv):
     _, path = trained
-    data = tmp_path / "planted"
-    data.mkdir()
-    for split in ("train", "valid", "test"):
-        (data / f"{split}.txt").write_text("".join(
-            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n" for h, r, t in kg.split(split)))
+    data = write_tsv(kg, tmp_path / "planted")
     monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["bias", "measure", "--load", str(path), "--data-path", str(data), "--json",
                  str(tmp_path / "x.json"), *flags]) == 2

@@ -90,9 +90,12 @@ def test_preset_fills_defaults_and_flags_override():
     assert values["model"] == "RotatE" and values["lr"] == 0.5 and values["dim"] == 400
 
 
-def test_dglke_spellings_are_accepted_and_mean_the_same(tmp_path):
+def test_dglke_spellings_are_accepted_and_mean_the_same(tmp_path, write_tsv):
+    import kgnum
+
     out = tmp_path / "m"
-    data = kgnum_synthetic_folder(tmp_path)
+    data = write_tsv(kgnum.synthetic(n_entities=100, n_relations=4, n_train=2000, n_valid=50, n_test=50, seed=1),
+                     tmp_path / "syn")
     assert main(["train", "--data_path", str(data), "--model_name", "ComplEx", "--hidden_dim", "16", "-de",
                  "-dr", "--neg_sample_size", "8", "--batch_size", "64", "--max_step", "30", "-adv", "-a", "0.5",
                  "--regularization_coef", "1e-6", "--regularization_norm", "2", "--num_proc", "1",
@@ -102,18 +105,6 @@ def test_dglke_spellings_are_accepted_and_mean_the_same(tmp_path):
     assert saved["model"] == "ComplEx" and saved["dim"] == 32  # -de: 2 x hidden_dim real floats
     assert (c["neg"], c["batch"], c["max_steps"], c["adv"], c["adv_temp"], c["reg_coef"], c["reg_norm"],
             c["workers"]) == (8, 64, 30, True, 0.5, 1e-6, 2, 1)
-
-
-def kgnum_synthetic_folder(tmp_path):
-    import kgnum
-
-    kg = kgnum.synthetic(n_entities=100, n_relations=4, n_train=2000, n_valid=50, n_test=50, seed=1)
-    folder = tmp_path / "syn"
-    folder.mkdir()
-    for split in ("train", "valid", "test"):
-        (folder / f"{split}.txt").write_text("".join(
-            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n" for h, r, t in kg.split(split)))
-    return folder
 
 
 def test_version_verbose_and_nonsensical_values(capsys):

@@ -134,12 +134,8 @@ def test_kl_removes_planted_gender_bias_and_keeps_link_prediction(kg):
     assert mrr1 >= 0.95 * mrr0, (mrr0, mrr1)
 
 
-def test_cli_debias_saves_the_setting_and_excludes_the_relation_from_metrics(tmp_path, kg, capsys):
-    data = tmp_path / "planted"
-    data.mkdir()
-    for split in ("train", "valid", "test"):
-        (data / f"{split}.txt").write_text("".join(
-            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n" for h, r, t in kg.split(split)))
+def test_cli_debias_saves_the_setting_and_excludes_the_relation_from_metrics(tmp_path, kg, capsys, write_tsv):
+    data = write_tsv(kg, tmp_path / "planted")
     out, js = tmp_path / "m", tmp_path / "run.json"
     assert main(["train", "--data-path", str(data), "--model", "DistMult", "--dim", "16", "--max-steps", "20",
                  "--workers", "1", "--debias", "gender", "--no-progress", "--save", str(out), "--json", str(js)]) == 0
