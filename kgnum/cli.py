@@ -193,6 +193,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     defaults to None so the CLI can tell an explicit flag from a preset, file or saved value."""
     stop = p.add_argument_group("stopping (the first reached wins)")
     bias = p.add_argument_group("debiasing")
+    cluster = p.add_argument_group("cluster (--backend dask)")
     for f in fields(TrainConfig):
         help_text = f.metadata["help"]
         if f.name == "model":
@@ -201,7 +202,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
             help_text += " (default: the model's, listed below)"
         elif f.default is not None and f.type != "bool":
             help_text += f" (default {f.default})"
-        target = {"stop": stop, "bias": bias}.get(f.metadata.get("group"), p)
+        target = {"stop": stop, "bias": bias, "cluster": cluster}.get(f.metadata.get("group"), p)
         flags = ["--" + f.name.replace("_", "-"), *DGLKE_ALIASES.get(f.name, [])]
         if f.type == "bool":
             target.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,

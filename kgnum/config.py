@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 log = logging.getLogger("kgnum")
 
 BACKENDS = ("cpu", "gpu", "dask")
+# where a dask run's cluster and files are: not carried over when a saved model is resumed
+CLUSTER_FIELDS = ("scheduler", "local_cluster", "partition", "parts", "checkpoint_dir", "part_checkpoint_every")
 VALIDATIONS_PER_RUN = 20  # automatic --valid-every aims at this many validations in a run
 MIN_VALID_SECONDS = 2.0  # ... never closer together than this much training
 # no stopping rule given: train until early stopping ends it, but never longer than this
@@ -75,6 +77,18 @@ class TrainConfig:
     workers: int | None = _opt(None, "worker processes (Hogwild on shared memory); default: the cores this "
                                      "process may use; 1 is deterministic for a given --seed")
     seed: int = _opt(0, "random seed; single-process runs are deterministic")
+    scheduler: str | None = _opt(None, "address of a running Dask scheduler (tcp://HOST:PORT)", group="cluster")
+    local_cluster: int | None = _opt(None, "start a Dask LocalCluster of N worker processes, one thread each "
+                                           "(default with --backend dask and no --scheduler: --workers)",
+                                     group="cluster")
+    partition: str | None = _opt(None, "a partition saved by kgnum partition (default: METIS into --parts)",
+                                 group="cluster")
+    parts: int | None = _opt(None, "METIS parts, each held by one Dask worker (default: one per worker)",
+                             group="cluster")
+    checkpoint_dir: str | None = _opt(None, "directory every Dask worker can reach, for the parts' checkpoints "
+                                            "(default: a temporary directory, removed after a run that "
+                                            "finished)", group="cluster")
+    part_checkpoint_every: float = _opt(30.0, "seconds between checkpoints of every part", group="cluster")
 
     def validate(self) -> "TrainConfig":
         """Fill what was left to the model (its registry defaults), the machine (workers) or the
@@ -115,6 +129,16 @@ class TrainConfig:
                 bad(name, "must be > 0")
         if self.valid_every is not None and self.valid_every < 0:
             bad("valid_every", "must be >= 0 (0: no validation)")
+        for name in CLUSTER_FIELDS:
+            if getattr(self, name) is not None and self.backend != "dask" and name != "part_checkpoint_every":
+                bad(name, "only with --backend dask")
+        if self.scheduler and self.local_cluster:
+            bad("local_cluster", "either --scheduler or --local-cluster, not both")
+        for name in ("local_cluster", "parts"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                bad(name, "must be a positive integer")
+        if not self.part_checkpoint_every > 0:
+            bad("part_checkpoint_every", "must be > 0")
         return self
 
     def excluded_relations(self) -> list[str]:

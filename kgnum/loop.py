@@ -89,6 +89,8 @@ class Engine(Protocol):
     """A training backend, driven by ``run``. Every method may raise; ``close`` always follows."""
     backend: str  # "cpu", "gpu", "dask"
     workers: int
+    # optional: call_seconds, the engine's target duration of one advance (default CALL_SECONDS);
+    # epoch_log, per-epoch records an engine adds to TrainStats.engine_log
     worker_steps: list  # steps done by each worker so far
 
     def open(self, job: Job) -> None:
@@ -127,13 +129,22 @@ class Budget:
             limits.append(int(math.ceil(cfg.epochs * self.steps_per_epoch)))
         self.max_steps = min(limits) if limits else None
         self.time_budget = cfg.time_budget
-        self.started = None  # set by start(): compilation and worker start-up are not training
+        self.started = self.stopped = None  # set by start(): compilation and worker start-up are not training
 
     def start(self) -> None:
         self.started = time.perf_counter()
+        self.stopped = None
+
+    def stop(self) -> None:
+        """Training is over: the clock stops (the final snapshot and the engine's clean-up are not
+        training)."""
+        if self.started is not None and self.stopped is None:
+            self.stopped = time.perf_counter()
 
     def elapsed(self) -> float:
-        return 0.0 if self.started is None else time.perf_counter() - self.started
+        if self.started is None:
+            return 0.0
+        return (self.stopped or time.perf_counter()) - self.started
 
     def steps_left(self, steps_done: int) -> float:
         return math.inf if self.max_steps is None else self.max_steps - steps_done
@@ -283,6 +294,7 @@ class TrainStats:
     checkpoint: bool = False  # True in a checkpoint written while training
     loss_sum: float = 0.0
     legs: int = 1  # training runs so far: a resumed model continues its counters
+    engine_log: list = field(default_factory=list)  # per-epoch records of engines that keep them (dask: traffic)
 
     def add(self, report: Report) -> None:
         self.steps += report.steps
@@ -385,7 +397,7 @@ class _Run:
     def finish_stats(self, final: bool) -> TrainStats:
         """The record so far: this leg's counters added to the earlier legs'."""
         leg, prev, v = self.stats, self.prev, self.validator
-        s = TrainStats(leg.backend, leg.workers)
+        s = TrainStats(leg.backend, self.engine.workers)  # known once the engine is open (dask)
         s.train_seconds = prev.train_seconds + self.budget.elapsed()
         s.steps, s.positives = prev.steps + leg.steps, prev.positives + leg.positives
         s.loss_sum = prev.loss_sum + leg.loss_sum
@@ -399,6 +411,7 @@ class _Run:
         else:
             s.best_step, s.best_valid_mrr = prev.best_step, prev.best_valid_mrr
         s.worker_steps = list(self.engine.worker_steps)
+        s.engine_log = list(prev.engine_log) + list(getattr(self.engine, "epoch_log", []))
         s.checkpoint = not final
         s.legs = prev.legs + 1
         return s
@@ -426,15 +439,21 @@ class _Run:
     def train(self) -> None:
         engine, budget, validator, stats = self.engine, self.budget, self.validator, self.stats
         call_steps = 1
+        time_steps = math.inf
         window = (0.0, 0, 0, 0.0)
         with self.bar.logging():
             while not budget.done(stats.steps):
                 before = self.prev.steps + stats.steps  # validations fall on multiples of --valid-every
                 t0 = time.perf_counter()  # counted over every leg; an engine running one call at a time
                 report = engine.advance(int(min(call_steps, budget.steps_left(stats.steps),  # meets them
-                                                validator.steps_to_next(before))))
+                                                validator.steps_to_next(before), time_steps)))
                 if report.steps:
-                    call_steps = fit_call_steps(report.steps, time.perf_counter() - t0, budget.steps_per_epoch)
+                    took = time.perf_counter() - t0
+                    call_steps = fit_call_steps(report.steps, took, budget.steps_per_epoch,
+                                                getattr(engine, "call_seconds", CALL_SECONDS))
+                    if budget.time_budget is not None:  # a long call does not overrun the budget
+                        left = budget.time_budget - budget.elapsed()
+                        time_steps = max(1, int(report.steps * left / max(took, 1e-6)) + 1)
                 self.account(report)
                 if report.finished:
                     break
@@ -455,6 +474,7 @@ class _Run:
                     self.history_point(window)
                     window = (budget.elapsed(), stats.steps, stats.positives, stats.loss_sum)
             self.account(engine.stop())
+            self.budget.stop()
             self.history_point(window)
 
 

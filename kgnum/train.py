@@ -16,7 +16,7 @@ from dataclasses import fields
 
 import numpy as np
 
-from .config import TrainConfig
+from .config import CLUSTER_FIELDS, TrainConfig
 from .data import KnowledgeGraph
 from .embeddings import Embeddings
 from .kernels.registry import get_model
@@ -32,6 +32,7 @@ _ENGINE_MODULES = {"gpu": ("kgnum.gpu.engine", "gpu"), "dask": ("kgnum.cluster.e
 
 
 STOPPING = ("max_steps", "epochs", "time_budget")  # count from the start of each leg, never resumed
+NOT_RESUMED = STOPPING + CLUSTER_FIELDS  # ... nor where the last leg's cluster was
 
 
 def resolve_config(model: str | None, options: dict, init: Embeddings | None) -> TrainConfig:
@@ -40,7 +41,7 @@ def resolve_config(model: str | None, options: dict, init: Embeddings | None) ->
     if init is None:
         return TrainConfig(model=model or TrainConfig.model, **options).validate()
     known = {f.name for f in fields(TrainConfig)}
-    saved = {k: v for k, v in init.config.items() if k in known and k not in STOPPING}
+    saved = {k: v for k, v in init.config.items() if k in known and k not in NOT_RESUMED}
     saved.update(model=init.model, dim=init.dim)
     explicit = dict(options, **({"model": model} if model else {}))
     if get_model(explicit.get("model", init.model)).name != init.model or explicit.get("dim", init.dim) != init.dim:
@@ -105,8 +106,9 @@ def make_job(kg: KnowledgeGraph, cfg: TrainConfig, emb: Embeddings) -> Job:
                budget.max_steps, budget.steps_per_epoch)
 
 
-def make_engine(cfg: TrainConfig) -> Engine:
-    """The engine of ``cfg.backend``; a clear error when it is not available."""
+def make_engine(cfg: TrainConfig, kg: KnowledgeGraph | None = None, client=None) -> Engine:
+    """The engine of ``cfg.backend``; a clear error when it is not available. ``kg``: the graph (the
+    dask engine partitions it); ``client``: a ``distributed.Client`` for the dask engine."""
     if cfg.backend == "cpu":
         if cfg.workers == 1:
             from .local import InProcessEngine
@@ -124,12 +126,14 @@ def make_engine(cfg: TrainConfig) -> Engine:
                              f"kgnum; use --backend cpu") from None
         raise ValueError(f"--backend {cfg.backend}: needs the Python package {e.name!r}, which is not "
                          f"installed (pip install 'kgnum[{extra}]'); or use --backend cpu") from None
+    if cfg.backend == "dask":
+        return engine_module.make_engine(cfg, kg, client)
     return engine_module.make_engine(cfg)
 
 
 def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | None = None,
           save: str | None = None, checkpoint_every: float | None = None, progress: bool = True,
-          on_validation=None, **options) -> Embeddings:
+          on_validation=None, client=None, **options) -> Embeddings:
     """Train embeddings of ``kg`` and return them.
 
     ``options`` are TrainConfig fields (dim, neg, neg_chunk, batch, lr, gamma,
@@ -146,7 +150,9 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     steps, positives, triples_per_second, mean_loss, workers, backend,
     valid_history, best_step, history, ...). ``on_validation(step, valid_mrr,
     train_seconds)`` is called after every validation; returning True stops
-    the run like early stopping.
+    the run like early stopping. ``client``: a ``distributed.Client`` of the
+    cluster to train on with ``backend="dask"`` (else ``scheduler`` /
+    ``local_cluster`` / a LocalCluster of ``workers`` processes).
     """
     cfg = resolve_config(model, options, init)
     if kg.train.shape[0] == 0:
@@ -154,9 +160,13 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     if init is not None:
         init = grown(init, kg, cfg)
         kg = kg.aligned_to(init.entity_names, init.relation_names)
-    engine = make_engine(cfg)
+    if client is not None and cfg.backend != "dask":
+        raise ValueError(f"client= is for backend='dask' (this run: backend={cfg.backend!r})")
+    engine = make_engine(cfg, kg, client)
     emb = initial_embeddings(kg, cfg, init)
     emb.known_triples = {split: kg.split(split) for split in ("train", "valid", "test")}  # saved with it
+    if init is not None and hasattr(engine, "previous_stats"):
+        engine.previous_stats = init.train_stats
     return run(engine, make_job(kg, cfg, emb), kg, cfg, emb, save=save, checkpoint_every=checkpoint_every,
                progress=progress, previous=init.train_stats if init is not None else None,
                on_validation=on_validation)

@@ -30,3 +30,40 @@ def write_tsv():
         return folder
 
     return write
+
+
+class SharedCluster:
+    """A ``distributed.Client`` of one LocalCluster (2 worker processes, one thread each), started on
+    first use and shared by the tests that pass it as ``client=`` (what a user with a running
+    cluster does); closed when the session ends."""
+    client = None
+    cluster = None
+
+    def __getattr__(self, name):
+        if SharedCluster.client is None:
+            from distributed import Client, LocalCluster
+
+            SharedCluster.cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                                 dashboard_address=None)
+            SharedCluster.client = Client(SharedCluster.cluster)
+        return getattr(SharedCluster.client, name)
+
+    @classmethod
+    def pids(cls) -> set:
+        if cls.client is None:
+            return set()
+        return set(cls.client.run(os.getpid).values())
+
+    @classmethod
+    def close(cls):
+        if cls.client is not None:
+            cls.client.close()
+            cls.cluster.close()
+            cls.client = cls.cluster = None
+
+
+SHARED_CLUSTER = SharedCluster()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    SharedCluster.close()

@@ -271,3 +271,16 @@ def kl_params(config, kg) -> KLParams | None:
     return KLParams(np.array(rel_ids, dtype=np.int64), np.array(tail, dtype=np.uint8), padded,
                     np.array([v.size for v in values], dtype=np.int64), target, np.array(w, dtype=np.float32),
                     np.stack(masks), np.float32(config.gamma))
+
+
+def kl_needs(p: KLParams) -> np.ndarray:
+    """The value entities every chunk reads (the persons come with the chunk's own rows)."""
+    return np.concatenate([p.values[j, :p.n_values[j]] for j in range(p.values.shape[0])])
+
+
+def kl_localize(p: KLParams, gids: np.ndarray, local_of) -> KLParams:
+    """``p`` over a table whose row i is entity ``gids[i]``: values renumbered, person masks cut."""
+    values = p.values.copy()
+    for j in range(values.shape[0]):
+        values[j, :p.n_values[j]] = local_of(p.values[j, :p.n_values[j]])
+    return p._replace(values=values, person_mask=np.ascontiguousarray(p.person_mask[:, gids]))

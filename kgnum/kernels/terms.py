@@ -21,6 +21,12 @@ one ``LossTerm`` entry:
   truth in tests (itself checked against finite differences of the penalty).
 * ``params``: ``(config, kg) -> NamedTuple | None``, the term's parameters for
   a run's configuration (a ``TrainConfig``) and graph, None when the term is off.
+* ``needs`` / ``localize`` (only for terms whose parameters name entities):
+  an engine that trains on a table holding some of the graph's rows (the
+  cluster engine's parts) asks ``needs(p)`` for the global entity ids every
+  such table must hold, and ``localize(p, gids, local_of)`` for the
+  parameters over a table whose row i is entity ``gids[i]`` (``local_of``
+  maps global ids of needed rows to row numbers).
 
 ``active_terms(config, kg)`` picks the terms a run uses; ``compose(model,
 names)`` fuses them into one Numba function the step calls once per chunk.
@@ -45,6 +51,8 @@ class LossTerm:
     kernel: Callable
     reference: Callable
     params: Callable
+    needs: Callable | None = None
+    localize: Callable | None = None
 
 
 TERMS: dict[str, LossTerm] = {}
@@ -104,9 +112,20 @@ register_term(LossTerm("regularizer", lambda sf: regularizer_kernel, lambda sf: 
 
 
 # -- the debiasing KL term (kernels/kl.py) ------------------------------------------
-from .kl import kl_params, make_kl_kernel, make_kl_reference  # noqa: E402
+from .kl import kl_localize, kl_needs, kl_params, make_kl_kernel, make_kl_reference  # noqa: E402
 
-register_term(LossTerm("kl", make_kl_kernel, make_kl_reference, kl_params))
+register_term(LossTerm("kl", make_kl_kernel, make_kl_reference, kl_params, kl_needs, kl_localize))
+
+
+def localize_terms(names: tuple, params: tuple, gids: np.ndarray, local_of) -> tuple:
+    """The terms' parameters over a table whose row i is entity ``gids[i]`` (see LossTerm)."""
+    return tuple(TERMS[n].localize(p, gids, local_of) if TERMS[n].localize else p for n, p in zip(names, params))
+
+
+def needed_entities(names: tuple, params: tuple) -> np.ndarray:
+    """Global ids of the entities the terms read in every chunk (sorted, unique)."""
+    ids = [np.asarray(TERMS[n].needs(p), dtype=np.int64) for n, p in zip(names, params) if TERMS[n].needs]
+    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64)
 
 
 # -- composition ---------------------------------------------------------------
