@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--load", help="continue training a saved model: its saved configuration (model, dim, "
                    "hyperparameters, validation) carries on, flags given here override it, the dataset is "
                    "matched to its rows by name, and its statistics accumulate")
+    t.add_argument("--resume", action="store_true", help="with --backend dask: continue from the part "
+                   "checkpoints in --checkpoint-dir (after a run lost its scheduler or every worker)")
     t.add_argument("--eval-split", choices=["test", "valid", "none"], default="test",
                    help="split evaluated after training (default test; none: no evaluation)")
     t.add_argument("--json", help="write the run's metrics to this JSON file")
@@ -293,6 +295,15 @@ def cmd_train(args) -> int:
     options = _config_from_args(args)
     model = options.pop("model", None)
     init = kgnum.load(args.load) if args.load else None
+    if args.resume:
+        if args.load or not options.get("checkpoint_dir"):
+            raise ValueError("--resume continues from the part checkpoints in --checkpoint-dir (and not "
+                             "with --load)")
+        from .cluster.checkpoint import assemble
+
+        init = assemble(options["checkpoint_dir"])
+        log.info("resuming from the part checkpoints in %s (step %d)", options["checkpoint_dir"],
+                 init.train_stats.get("steps", 0))
     log.info("%s; training %s", kg, model or (init.model if init else TrainConfig.model))
     emb = kgnum.train(kg, model, init=init, save=args.save, checkpoint_every=args.checkpoint_every,
                       progress=not args.no_progress, **options)

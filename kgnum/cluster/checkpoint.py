@@ -87,7 +87,7 @@ def assemble(directory: str):
     if np.isnan(entity).any() or np.isnan(relation).any():
         raise ValueError(f"{flag}: the part checkpoints do not cover every entity and relation")
     stats = dict(meta.get("train_stats") or {})
-    stats["steps"] = min(int(saved["step"]) for saved in parts)
+    stats["steps"] = int(stats.get("steps", 0)) + min(int(saved["step"]) for saved in parts)  # + earlier legs
     emb = Embeddings(meta["model"], entity, relation, meta["config"], names["entities"], names["relations"],
                      entity_state, relation_state, stats)
     return emb

@@ -125,7 +125,7 @@ class DaskEngine:
                  "refreshed every round (~%.1f s of training)", P, self.partition.method, cut, self.workers,
                  ", ".join(sorted(set(self.addr))), self.checkpoint_dir, ROUND_SECONDS)
         self.last_ckpt = time.perf_counter()
-        self.epoch_mark = 0
+        self.epoch_mark = self.positives_logged = 0
         self.totals = self._zero_totals()
 
     def advance(self, max_steps: int) -> Report:
@@ -277,8 +277,9 @@ class DaskEngine:
 
     def _wait(self, futures: list, timeout: float | None = None) -> list:
         """Results of ``futures`` in order; _PartsLost when a part's worker is gone."""
+        from concurrent.futures import CancelledError
+
         from distributed import wait
-        from distributed.client import FutureCancelledError
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -287,6 +288,8 @@ class DaskEngine:
                 break
             except TimeoutError:
                 pass
+            except CancelledError:  # the scheduler dropped them: a worker holding inputs is gone
+                raise _PartsLost(self._await_lost_parts()) from None
             except OSError as e:
                 raise self._lost_cluster(f"lost the Dask scheduler ({e})") from None
             lost = self._lost_parts()
@@ -302,8 +305,8 @@ class DaskEngine:
                 out.append(f.result())
             except store.PartLost:
                 raise _PartsLost(self._lost_parts() or {p: self.addr[p]}) from None
-            except FutureCancelledError:
-                raise _PartsLost(self._lost_parts() or {p: self.addr[p]}) from None
+            except CancelledError:
+                raise _PartsLost(self._await_lost_parts()) from None
             except (ZeroDivisionError, FloatingPointError) as e:
                 raise TrainingDiverged(f"part {p}: {type(e).__name__}: {e}") from None
             except OSError as e:
@@ -317,6 +320,8 @@ class DaskEngine:
         return out
 
     def _live_workers(self) -> list:
+        if self.client.status in ("closing", "closed"):
+            raise self._lost_cluster("lost the Dask scheduler")
         try:
             return sorted(self.client.scheduler_info()["workers"])
         except (OSError, TimeoutError) as e:
@@ -326,6 +331,19 @@ class DaskEngine:
         live = set(self._live_workers())
         return {p: a for p, a in enumerate(self.addr) if a not in live}
 
+    def _await_lost_parts(self) -> dict:
+        """The parts whose worker is gone, once the scheduler has noticed (futures were cancelled)."""
+        deadline = time.monotonic() + 60  # a client gives up reconnecting to its scheduler after 30 s
+        while time.monotonic() < deadline:
+            if self.client.status in ("closing", "closed"):
+                raise self._lost_cluster("lost the Dask scheduler")
+            if self.client.status == "running":
+                lost = self._lost_parts()
+                if lost:
+                    return lost
+            time.sleep(POLL_SECONDS)
+        raise RuntimeError("the Dask scheduler cancelled kgnum's tasks while every part's worker is alive")
+
     def _lost_cluster(self, why: str) -> ClusterLost:
         self.failed = True
         return ClusterLost(f"{why}: training stopped at step {self.steps_done:,}; the part checkpoints in "
@@ -333,11 +351,19 @@ class DaskEngine:
                            f"--checkpoint-dir {self.checkpoint_dir} --resume")
 
     def _recover(self, lost: dict, in_flight: list) -> None:
-        """Re-create the lost parts on live workers from their checkpoints; resync the others."""
+        """Re-create the lost parts on live workers from their checkpoints; resync the others
+        (again if a worker is lost meanwhile)."""
         flat = [f for group in in_flight for row in group for f in (row if isinstance(row, list) else [row])
                 if f is not None]
         self.client.cancel(flat)
         self.msgs = None
+        while True:
+            try:
+                return self._replace_parts(lost)
+            except _PartsLost as again:
+                lost = again.parts
+
+    def _replace_parts(self, lost: dict) -> None:
         live = self._live_workers()
         if not live:
             raise self._lost_cluster("every Dask worker is gone")
@@ -369,9 +395,11 @@ class DaskEngine:
     def _log_epoch(self) -> None:
         n = max(1, self.job.edges.shape[0])
         done = sum(t["positives"] for t in self.totals)
-        if done < n:
+        epoch = (self.positives_logged + done) // n  # epochs completed so far (a round may end two)
+        if epoch <= self.epoch_mark:
             return
-        self.epoch_mark += 1
+        self.epoch_mark = epoch
+        self.positives_logged += done
         parts = []
         for p, t in enumerate(self.totals):
             parts.append({"part": p, "worker": self.addr[p],
