@@ -4,6 +4,7 @@ Every graph is a :class:`KnowledgeGraph` holding three ``(n, 3)`` int32 arrays o
 ``(head, relation, tail)`` ids plus the id -> string vocabularies. Entry point::
 
     kg = load_dataset("FB15k-237", unseen="keep")   # built-in name, folder, or "synthetic"
+    kg = load_files("my/train.tsv", "my/valid.tsv", format="raw_udd_rth", delimiter=",")
 
 Parsed graphs are cached as ``.npy`` arrays + vocabulary text files under
 ``cache_dir`` / ``$KGNUM_CACHE_DIR`` / ``~/.cache/kgnum``; dataset folders are only read.
@@ -36,19 +37,30 @@ __all__ = [
     "KGDataError",
     "KnowledgeGraph",
     "load_dataset",
+    "load_files",
     "download_dataset",
     "synthetic",
     "DATASET_URLS",
     "FORMATS",
     "UNSEEN_POLICIES",
+    "DUPLICATE_POLICIES",
+    "DELIMITERS",
     "SPLITS",
 ]
 
 log = logging.getLogger("kgnum")
 
 SPLITS = ("train", "valid", "test")
-FORMATS = ("tsv", "raw_udd_hrt", "udd_hrt")
+# DGL-KE's column orders: the letters name the file's columns (h head, r relation, t tail).
+_ORDERS = ("hrt", "htr", "rht", "rth", "thr", "trh")
+# "tsv" = "raw_udd_hrt" with train/valid/test.txt names only; raw_udd_*: string triples;
+# udd_*: integer ids plus entities.dict / relations.dict (lines id<TAB>name).
+FORMATS = ("tsv", *(f"raw_udd_{o}" for o in _ORDERS), *(f"udd_{o}" for o in _ORDERS))
 UNSEEN_POLICIES = ("error", "skip", "keep")
+DUPLICATE_POLICIES = ("keep", "drop")
+# Words accepted for the field separator of triple files (a single other character is taken
+# literally); "space" splits on any run of whitespace.
+DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ","}
 
 # Public benchmarks fetched when not found locally: canonical name -> (url, sha256 or None).
 # Module-level so tests and offline mirrors can point it elsewhere. The DGL-KE archives
@@ -61,7 +73,7 @@ DATASET_URLS: dict[str, tuple[str, str | None]] = {
 }
 
 # Bump when the cache layout or parsing semantics change, so old caches are rebuilt.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _DOWNLOAD_TIMEOUT_S = 60
 # Names quoted by KnowledgeGraph.aligned_to's error; the count says how many there are in all.
 _N_MISSING_SHOWN = 5
@@ -86,7 +98,10 @@ class KnowledgeGraph:
         relation_names: ``(n_relations,)`` object array of str, id -> name.
         dropped_unseen: ``{"valid": n, "test": m}`` triples dropped by ``unseen="skip"``
             (empty when nothing was dropped).
-        source: the folder the graph was read from, or None.
+        duplicates: ``{split: n}`` repeated triples found within a split when it was read
+            (each occurrence after the first counts), whether kept (``duplicates="keep"``)
+            or dropped (``"drop"``); splits without repeats are absent.
+        source: the folder the graph was read from (for files: the train file's), or None.
     """
 
     name: str
@@ -97,6 +112,7 @@ class KnowledgeGraph:
     relation_names: np.ndarray
     dropped_unseen: dict = field(default_factory=dict)
     source: str | None = None
+    duplicates: dict = field(default_factory=dict)
     _entity_index: dict | None = field(default=None, init=False, repr=False)
     _relation_index: dict | None = field(default=None, init=False, repr=False)
 
@@ -195,7 +211,8 @@ class KnowledgeGraph:
             remapped[split] = np.stack([ent_map[a[:, 0]], rel_map[a[:, 1]], ent_map[a[:, 2]]], axis=1)
         # replace() re-runs __post_init__ (range checks) and carries every other field along.
         return dataclasses.replace(self, entity_names=ent, relation_names=rel,
-                                   dropped_unseen=dict(self.dropped_unseen), **remapped)
+                                   dropped_unseen=dict(self.dropped_unseen),
+                                   duplicates=dict(self.duplicates), **remapped)
 
     def __repr__(self) -> str:
         return (f"KnowledgeGraph({self.name!r}, entities={self.n_entities:,}, "
@@ -251,7 +268,8 @@ def _index_of(names: np.ndarray, what: str) -> dict:
 
 
 def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | None = None,
-                 data_dir: str | None = None, cache_dir: str | None = None) -> KnowledgeGraph:
+                 delimiter: str = "\t", duplicates: str = "keep", data_dir: str | None = None,
+                 cache_dir: str | None = None) -> KnowledgeGraph:
     """Load a knowledge graph by name or folder.
 
     Resolution order:
@@ -263,10 +281,12 @@ def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | 
 
     Args:
         name_or_path: dataset name or folder path.
-        format: ``"tsv"`` (default: ``train.txt``/``valid.txt``/``test.txt``, string
-            ``head<TAB>relation<TAB>tail``), ``"raw_udd_hrt"`` (same, ``.tsv`` names also
-            accepted) or ``"udd_hrt"`` (integer ids + ``entities.dict``/``relations.dict``,
-            lines ``id<TAB>name``).
+        format: one of :data:`FORMATS`. ``"tsv"`` (default: ``train.txt``/``valid.txt``/
+            ``test.txt``, string ``head<TAB>relation<TAB>tail``); ``"raw_udd_hrt"`` (same,
+            ``.tsv`` names also accepted) and DGL-KE's other column orders ``raw_udd_htr``,
+            ``_rht``, ``_rth``, ``_thr``, ``_trh`` (the letters name the file's columns);
+            ``"udd_hrt"`` etc. (integer ids in that column order + ``entities.dict`` /
+            ``relations.dict``, lines ``id<TAB>name``).
         unseen: what to do with a valid/test triple whose entity or relation never occurs in
             train: ``"error"`` (KGDataError naming file, line and string), ``"skip"`` (drop
             it, log a WARNING on logger ``"kgnum"``, count in ``kg.dropped_unseen``) or
@@ -274,6 +294,13 @@ def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | 
             published FB15k-237 numbers do). Default (None): ``"keep"`` for the public
             benchmarks (FB15k, FB15k-237, wn18, wn18rr), so their published protocol and
             counts hold, and ``"error"`` for everything else.
+        delimiter: field separator of the triple files: ``"\\t"`` (default) or ``"tab"``,
+            ``" "`` or ``"space"`` (any run of whitespace), ``","`` or ``"comma"``, or any
+            other single character. Fields are kept verbatim; ``.dict`` files are always
+            tab separated.
+        duplicates: a triple repeated within one split: ``"keep"`` (default, as DGL-KE
+            does) or ``"drop"`` (the first occurrence stays). Either way the count is logged
+            (INFO, logger ``"kgnum"``, one line per split) and stored in ``kg.duplicates``.
         data_dir: folder holding named datasets; default ``$KGNUM_DATA_DIR``.
         cache_dir: cache folder; default ``$KGNUM_CACHE_DIR``, else ``~/.cache/kgnum``.
 
@@ -288,14 +315,10 @@ def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | 
                           f"got {type(name_or_path).__name__}") from None
     if not isinstance(text_name, str) or not text_name:
         raise KGDataError(f"name_or_path: expected a non-empty dataset name or folder path, got {name_or_path!r}")
-    fmt = "tsv" if format is None else format
-    if fmt not in FORMATS:
-        raise KGDataError(f"format: unknown format {format!r}; allowed: {', '.join(FORMATS)}")
     public = _public_name(text_name)
     if unseen is None:
         unseen = "keep" if public is not None and not os.path.isdir(os.path.expanduser(text_name)) else "error"
-    if unseen not in UNSEEN_POLICIES:
-        raise KGDataError(f"unseen: unknown policy {unseen!r}; allowed: {', '.join(UNSEEN_POLICIES)}")
+    spec = _spec(format, unseen, delimiter, duplicates)
 
     if text_name.lower() == "synthetic":
         return synthetic()
@@ -303,15 +326,15 @@ def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | 
     path = os.path.expanduser(text_name)
     if os.path.isdir(path):
         full = os.path.abspath(path)
-        return _load_folder(full, os.path.basename(full.rstrip(os.sep)) or full, fmt, unseen, cache_dir)
+        return _load_folder(full, os.path.basename(full.rstrip(os.sep)) or full, spec, cache_dir)
 
     data_root = data_dir if data_dir is not None else os.environ.get("KGNUM_DATA_DIR")
     folder = _find_named_folder(data_root, text_name)
     if folder is not None:
-        return _load_folder(folder, public or os.path.basename(folder), fmt, unseen, cache_dir)
+        return _load_folder(folder, public or os.path.basename(folder), spec, cache_dir)
     if public is not None:
         folder = download_dataset(public, cache_dir=cache_dir)
-        return _load_folder(folder, public, fmt, unseen, cache_dir)
+        return _load_folder(folder, public, spec, cache_dir)
 
     if data_root is None:
         looked = "KGNUM_DATA_DIR is not set and no data_dir was given"
@@ -325,6 +348,108 @@ def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | 
     raise KGDataError(
         f"--dataset {text_name}: neither an existing folder nor a known dataset "
         f"({looked}). Known names: {', '.join(known.values())}")
+
+
+def load_files(train, valid=None, test=None, *, format: str | None = None, delimiter: str = "\t",
+               unseen: str | None = None, duplicates: str = "keep", entities=None, relations=None,
+               name: str | None = None, cache_dir: str | None = None) -> KnowledgeGraph:
+    """Load a knowledge graph from files with any names (DGL-KE's ``--data_files``).
+
+    Args:
+        train: path of the training triples (required, at least one triple).
+        valid, test: paths of the validation / test triples, or None for an empty split
+            (no early stopping without valid triples; nothing to evaluate without test ones).
+        format: as in :func:`load_dataset`; ``"tsv"`` and ``"raw_udd_hrt"`` are the same here.
+        delimiter, duplicates: as in :func:`load_dataset`.
+        unseen: as in :func:`load_dataset`; default (None) ``"error"``.
+        entities, relations: the ``.dict`` files of the ``udd_*`` formats (lines
+            ``id<TAB>name``); default ``entities.dict`` / ``relations.dict`` in the train
+            file's folder. Ignored by the string formats.
+        name: the graph's name; default the train file's folder name.
+        cache_dir: as in :func:`load_dataset`; the cache entry is keyed by every file's path,
+            size and mtime and every option above.
+
+    Returns:
+        KnowledgeGraph (``source``: the train file's folder).
+
+    Raises:
+        KGDataError: a missing or unreadable file, a malformed line (file and 1-based line
+            in the message), an unknown option value.
+    """
+    spec = _spec(format, "error" if unseen is None else unseen, delimiter, duplicates)
+    files = {}
+    for role, value in (("train", train), ("valid", valid), ("test", test)):
+        if value is None and role != "train":
+            continue
+        files[role] = _file_arg(value, role)
+    folder = os.path.dirname(files["train"])
+    if spec.ids:
+        for role, value in (("entities", entities), ("relations", relations)):
+            path = os.path.join(folder, f"{role}.dict") if value is None else _file_arg(value, role)
+            if not os.path.isfile(path):
+                raise KGDataError(
+                    f"{path}: file not found (--format {spec.fmt} needs entities.dict and relations.dict, "
+                    f"lines id<TAB>name; give them as --data-files ENTITIES RELATIONS TRAIN [VALID [TEST]], "
+                    f"DGL-KE's order)")
+            files[role] = path
+    if name is None:
+        name = os.path.basename(folder) or files["train"]
+    ident = {"files": {role: os.path.realpath(p) for role, p in files.items()}}
+    return _load_cached(files, str(name), folder, spec, ident, cache_dir)
+
+
+def _file_arg(value, role: str) -> str:
+    """Absolute path of a file argument; KGDataError for a non-path or an empty string."""
+    try:
+        path = os.fspath(value)
+    except TypeError:
+        raise KGDataError(f"--data-files: expected a path for the {role} file, "
+                          f"got {type(value).__name__}") from None
+    if not isinstance(path, str) or not path:
+        raise KGDataError(f"--data-files: expected a non-empty path for the {role} file, got {value!r}")
+    return os.path.abspath(os.path.expanduser(path))
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How to read triple files: ``fmt`` (a FORMATS name), its column ``order`` (e.g. "rth"),
+    ``ids`` (integer ids + .dict files), ``delimiter`` (None: any whitespace), the policies."""
+
+    fmt: str
+    order: str
+    ids: bool
+    delimiter: str | None
+    unseen: str
+    duplicates: str
+
+    def ident(self) -> dict:
+        """The options that change the parsed graph, for the cache key."""
+        return {"format": self.fmt, "unseen": self.unseen, "delimiter": self.delimiter,
+                "duplicates": self.duplicates}
+
+
+def _spec(format, unseen, delimiter, duplicates) -> _Spec:
+    """Validated reading options; KGDataError (in CLI terms) for an unknown value."""
+    fmt = "tsv" if format is None else format
+    if fmt not in FORMATS:
+        raise KGDataError(f"--format {format}: unknown format; allowed: {', '.join(FORMATS)}")
+    if unseen not in UNSEEN_POLICIES:
+        raise KGDataError(f"--unseen {unseen}: unknown policy; allowed: {', '.join(UNSEEN_POLICIES)}")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise KGDataError(f"--duplicates {duplicates}: unknown policy; allowed: "
+                          f"{', '.join(DUPLICATE_POLICIES)}")
+    order = "hrt" if fmt == "tsv" else fmt.rsplit("_", 1)[1]
+    return _Spec(fmt, order, fmt.startswith("udd_"), _delimiter(delimiter), unseen, duplicates)
+
+
+def _delimiter(value) -> str | None:
+    """The separator to split lines on: one character, or None for any run of whitespace."""
+    if isinstance(value, str):
+        d = DELIMITERS.get(value.lower(), value)
+        if len(d) == 1 and d not in "\n\r":
+            return None if d == " " else d
+    raise KGDataError(f"--delimiter {value!r}: expected tab, space (any run of whitespace), comma, "
+                      f"or one other character (not a line break)")
 
 
 def _public_name(name: str) -> str | None:
@@ -350,43 +475,57 @@ def _find_named_folder(data_root: str | None, name: str) -> str | None:
 # --------------------------------------------------------------------------- folder loading
 
 
-def _split_files(folder: str, fmt: str) -> dict[str, str]:
-    """Paths of the files ``fmt`` needs in ``folder``; KGDataError naming any missing one."""
-    exts = (".txt",) if fmt == "tsv" else (".txt", ".tsv")
+def _split_files(folder: str, spec: _Spec) -> dict[str, str]:
+    """Paths of the files ``spec`` needs in ``folder``; KGDataError naming any missing one."""
+    exts = (".txt",) if spec.fmt == "tsv" else (".txt", ".tsv")
     files = {}
     for split in SPLITS:
         candidates = [os.path.join(folder, split + ext) for ext in exts]
         found = next((c for c in candidates if os.path.isfile(c)), None)
         if found is None:
-            raise KGDataError(f"{candidates[0]}: file not found (format {fmt!r} needs "
-                              f"{' or '.join(split + e for e in exts)} in {folder})")
+            raise KGDataError(f"{candidates[0]}: file not found (--format {spec.fmt} needs "
+                              f"{' or '.join(split + e for e in exts)} in {folder}; --data-files "
+                              f"takes files with other names)")
         files[split] = found
-    if fmt == "udd_hrt":
+    if spec.ids:
         for kind in ("entities", "relations"):
             path = os.path.join(folder, kind + ".dict")
             if not os.path.isfile(path):
-                raise KGDataError(f"{path}: file not found (format 'udd_hrt' needs "
+                raise KGDataError(f"{path}: file not found (--format {spec.fmt} needs "
                                   f"entities.dict and relations.dict, lines id<TAB>name)")
             files[kind] = path
     return files
 
 
-def _load_folder(folder: str, name: str, fmt: str, unseen: str, cache_dir: str | None) -> KnowledgeGraph:
-    files = _split_files(folder, fmt)
+def _load_folder(folder: str, name: str, spec: _Spec, cache_dir: str | None) -> KnowledgeGraph:
+    files = _split_files(folder, spec)
+    return _load_cached(files, name, folder, spec, {"source": os.path.realpath(folder)}, cache_dir)
+
+
+def _load_cached(files: dict[str, str], name: str, source: str, spec: _Spec, ident: dict,
+                 cache_dir: str | None) -> KnowledgeGraph:
+    """Parse ``files`` ({role: path}; valid/test may be absent) or take the graph from the cache.
+
+    ``ident`` names the source (a folder, or every file's path); with ``spec.ident()`` it
+    selects the cache entry, and the files' sizes and mtimes decide whether it is current.
+    """
     root = _cache_root(cache_dir)
-    entry_id, key = _cache_keys(folder, files, fmt, unseen)
+    entry_id, key = _cache_keys({**ident, **spec.ident()}, files)
     entry = os.path.join(root, "parsed", f"{_slug(name)}-{entry_id}")
     kg = _cache_read(entry, key)
     if kg is not None:
         log.debug("loaded %s from cache %s", name, entry)
+        _log_duplicates(kg, spec.duplicates)
         return kg
     t0 = time.perf_counter()
-    if fmt == "udd_hrt":
-        kg = _parse_udd_hrt(files, unseen, name)
+    if spec.ids:
+        kg = _parse_udd(files, spec, name)
     else:
-        kg = _parse_string_folder(files, unseen, name)
-    kg.source = folder
-    log.info("parsed %s in %.2f s: %r", folder, time.perf_counter() - t0, kg)
+        kg = _parse_string_files(files, spec, name)
+    kg.source = source
+    label = source if "source" in ident else ", ".join(files[s] for s in SPLITS if s in files)
+    log.info("parsed %s in %.2f s: %r", label, time.perf_counter() - t0, kg)
+    _log_duplicates(kg, spec.duplicates)
     try:
         _cache_write(root, entry, key, kg)
     except OSError as exc:  # an unwritable cache must not stop training
@@ -429,14 +568,19 @@ def _read_text(path: str) -> str:
 
 
 class _Fields:
-    """The tab-separated fields of one file's non-blank lines, plus row -> line mapping."""
+    """The fields of one file's non-blank lines, plus row -> line mapping."""
 
-    def __init__(self, path: str, lines: list[str], cols: tuple[tuple[str, ...], ...], n_rows: int):
+    def __init__(self, path: str | None, lines: list[str], cols: tuple[tuple[str, ...], ...], n_rows: int):
         self.path = path
         self.cols = cols
         self.n_rows = n_rows
         self._lines = lines
         self._line_numbers: list[int] | None = None
+
+    @classmethod
+    def empty(cls, n_fields: int) -> _Fields:
+        """No file (an optional split that was not given): no rows."""
+        return cls(None, [], tuple(() for _ in range(n_fields)), 0)
 
     def line_of(self, row: int) -> int:
         """1-based line number of the ``row``-th non-blank line."""
@@ -445,37 +589,68 @@ class _Fields:
         return self._line_numbers[row]
 
 
-def _read_fields(path: str, n_fields: int, what: str) -> _Fields:
-    """Split ``path`` into ``n_fields`` tab-separated columns; blank lines are skipped.
+def _separator_words(delimiter: str | None) -> tuple[str, str]:
+    """(adjective, token) describing ``delimiter`` in messages: ("tab-separated", "<TAB>")."""
+    if delimiter == "\t":
+        return "tab-separated", "<TAB>"
+    if delimiter is None:
+        return "whitespace-separated", " "
+    return f"{delimiter!r}-separated", delimiter
 
-    Lines are stripped of surrounding whitespace (handles CRLF files) as DGL-KE does; the
-    fields themselves are kept verbatim. KGDataError names the first malformed line.
+
+def _read_fields(path: str, n_fields: int, what: str, delimiter: str | None = "\t",
+                 hints: dict[int, str] | None = None) -> _Fields:
+    """Split ``path`` into ``n_fields`` columns on ``delimiter`` (None: any run of whitespace).
+
+    Lines end at "\\n" and are stripped of surrounding whitespace (handles CRLF files) as
+    DGL-KE does; blank lines are skipped; the fields themselves are kept verbatim.
+    KGDataError names the first malformed line; ``hints`` maps a wrong field count to a
+    sentence appended to that message.
     """
     text = _read_text(path)
     with _gc_paused():
         lines = text.split("\n")
-        rows = [s.split("\t") for s in map(str.strip, lines) if s]
+        rows = [s.split(delimiter) for s in map(str.strip, lines) if s]
         if any(len(r) != n_fields for r in rows):
-            _raise_first_bad_line(path, lines, n_fields, what)
+            _raise_first_bad_line(path, lines, n_fields, what, delimiter, hints or {})
         cols = tuple(zip(*rows)) if rows else tuple(() for _ in range(n_fields))
-        if any("" in c for c in cols):
-            _raise_first_bad_line(path, lines, n_fields, what)
+        if delimiter is not None and any("" in c for c in cols):
+            _raise_first_bad_line(path, lines, n_fields, what, delimiter, hints or {})
     return _Fields(path, lines, cols, len(rows))
 
 
-def _raise_first_bad_line(path: str, lines: list[str], n_fields: int, what: str):
+def _raise_first_bad_line(path: str, lines: list[str], n_fields: int, what: str, delimiter: str | None,
+                          hints: dict[int, str]):
+    adjective, _ = _separator_words(delimiter)
     for i, raw in enumerate(lines):
         s = raw.strip()
         if not s:
             continue
-        parts = s.split("\t")
+        parts = s.split(delimiter)
         if len(parts) != n_fields:
-            hint = " (fields must be separated by tabs, not spaces)" if len(parts) == 1 and " " in s else ""
-            raise KGDataError(f"{path}:{i + 1}: expected {n_fields} tab-separated fields "
+            hint = hints.get(len(parts), "")
+            if not hint and len(parts) == 1 and delimiter == "\t" and " " in s:
+                hint = " (fields must be separated by tabs, not spaces; --delimiter space splits on whitespace)"
+            elif not hint and len(parts) == 1 and delimiter != "\t" and "\t" in s:
+                hint = " (the line has tabs; --delimiter tab, the default, splits on them)"
+            raise KGDataError(f"{path}:{i + 1}: expected {n_fields} {adjective} fields "
                               f"({what}), found {len(parts)}{hint}: {s[:120]!r}")
         if "" in parts:
             raise KGDataError(f"{path}:{i + 1}: empty field in {s[:120]!r} (expected {what})")
     raise AssertionError("no malformed line found")  # callers only get here after a failed check
+
+
+def _what(spec: _Spec) -> str:
+    """The expected columns of a triples file, e.g. ``relation<TAB>tail<TAB>head``."""
+    names = {"h": "head", "r": "relation", "t": "tail"}
+    suffix = "_id" if spec.ids else ""
+    _, token = _separator_words(spec.delimiter)
+    return token.join(names[c] + suffix for c in spec.order)
+
+
+def _hrt(cols: tuple, order: str) -> tuple:
+    """The file's columns (in ``order``, e.g. "rth") rearranged as (head, relation, tail)."""
+    return tuple(cols[order.index(c)] for c in "hrt")
 
 
 def _first_appearance_index(heads: tuple, tails: tuple) -> dict[str, int]:
@@ -491,13 +666,16 @@ def _lookup(index: dict, names: tuple, n: int) -> np.ndarray:
     return np.fromiter(map(index.get, names, repeat(-1)), dtype=np.int32, count=n)
 
 
-def _parse_string_folder(files: dict[str, str], unseen: str, name: str) -> KnowledgeGraph:
-    """Parse tsv / raw_udd_hrt: string triples, vocabularies built from train first."""
-    what = "head<TAB>relation<TAB>tail"
-    train_f = _read_fields(files["train"], 3, what)
+def _parse_string_files(files: dict[str, str], spec: _Spec, name: str) -> KnowledgeGraph:
+    """Parse tsv / raw_udd_*: string triples, vocabularies built from train first.
+
+    ``files``: {"train": path, "valid": path, "test": path}; a missing valid/test is empty.
+    """
+    what = _what(spec)
+    train_f = _read_fields(files["train"], 3, what, spec.delimiter)
     if train_f.n_rows == 0:
         raise KGDataError(f"{files['train']}: the training split is empty (no triples)")
-    h, r, t = train_f.cols
+    h, r, t = _hrt(train_f.cols, spec.order)
     ent = _first_appearance_index(h, t)
     rel = {s: i for i, s in enumerate(dict.fromkeys(r))}
     n = train_f.n_rows
@@ -506,25 +684,26 @@ def _parse_string_folder(files: dict[str, str], unseen: str, name: str) -> Knowl
     n_train_ent, n_train_rel = len(ent), len(rel)
     out, dropped, kept = {"train": train}, {}, {}
     for split in ("valid", "test"):
-        f = _read_fields(files[split], 3, what)
-        h, r, t = f.cols
+        f = _read_fields(files[split], 3, what, spec.delimiter) if split in files else _Fields.empty(3)
+        cols = _hrt(f.cols, spec.order)
+        h, r, t = cols
         ids = np.stack([_lookup(ent, h, f.n_rows), _lookup(rel, r, f.n_rows),
                         _lookup(ent, t, f.n_rows)], axis=1)
         bad = np.flatnonzero((ids < 0).any(axis=1))
-        if len(bad) and unseen == "error":
+        if len(bad) and spec.unseen == "error":
             row = int(bad[0])
             col = int(np.flatnonzero(ids[row] < 0)[0])
             kind = "relation" if col == 1 else "entity"
-            _raise_unseen(f, row, f"{kind} {f.cols[col][row]!r}", files["train"])
-        if len(bad) and unseen == "keep":
+            _raise_unseen(f, row, f"{kind} {cols[col][row]!r}", files["train"])
+        if len(bad) and spec.unseen == "keep":
             # New strings get ids after every train id, in order of appearance.
             for row in bad:
                 for col, index in ((0, ent), (1, rel), (2, ent)):
                     if ids[row, col] < 0:
-                        ids[row, col] = index.setdefault(f.cols[col][row], len(index))
+                        ids[row, col] = index.setdefault(cols[col][row], len(index))
             kept[split] = int(((ids[:, 0] >= n_train_ent) | (ids[:, 1] >= n_train_rel)
                                | (ids[:, 2] >= n_train_ent)).sum())
-        if len(bad) and unseen == "skip":
+        if len(bad) and spec.unseen == "skip":
             ids = np.delete(ids, bad, axis=0)
             dropped[split] = len(bad)
         out[split] = ids
@@ -535,8 +714,44 @@ def _parse_string_folder(files: dict[str, str], unseen: str, name: str) -> Knowl
                  "(--unseen keep); %d entities and %d relations got ids after the train ones",
                  name, " and ".join(f"{n} {s}" for s, n in kept.items()),
                  len(ent) - n_train_ent, len(rel) - n_train_rel)
+    duplicates = _count_duplicates(out, spec.duplicates, len(ent), len(rel))
     return KnowledgeGraph(name=name, entity_names=list(ent), relation_names=list(rel),
-                          dropped_unseen=dropped, **out)
+                          dropped_unseen=dropped, duplicates=duplicates, **out)
+
+
+def _count_duplicates(out: dict, policy: str, n_ent: int, n_rel: int) -> dict:
+    """{split: n} repeated triples within each split of ``out`` (int ``(n, 3)`` arrays).
+
+    Ids name triples one to one here, so equal ids are equal names. With ``policy`` "drop"
+    the repeats are removed from ``out`` in place, the first occurrence of each kept.
+    """
+    counts = {}
+    for split in SPLITS:
+        a = out[split]
+        if len(a) < 2:
+            continue
+        if n_ent * n_ent * n_rel < 2**62:  # one int64 key per triple: a 1-D sort, fast
+            key = (a[:, 0].astype(np.int64) * n_rel + a[:, 1]) * n_ent + a[:, 2]
+            _, first = np.unique(key, return_index=True)  # stable sort: index of the first occurrence
+        else:
+            _, first = np.unique(a, axis=0, return_index=True)
+        n_dup = len(a) - len(first)
+        if n_dup:
+            counts[split] = n_dup
+            if policy == "drop":
+                out[split] = a[np.sort(first)]
+    return counts
+
+
+def _log_duplicates(kg: KnowledgeGraph, policy: str):
+    """One INFO line per split that repeats a triple."""
+    for split, n in kg.duplicates.items():
+        if policy == "drop":
+            log.info("%s: dropped %d repeated %s triples, the first occurrence of each kept "
+                     "(--duplicates drop); %d remain", kg.name, n, split, len(kg.split(split)))
+        else:
+            log.info("%s: %d of the %d %s triples repeat an earlier one; kept, as DGL-KE does "
+                     "(--duplicates drop removes them)", kg.name, n, len(kg.split(split)), split)
 
 
 def _raise_unseen(f: _Fields, row: int, desc: str, train_path: str):
@@ -552,9 +767,13 @@ def _log_dropped(name: str, dropped: dict, out: dict):
                     "(--unseen skip)", name, " and ".join(parts))
 
 
-def _read_dict(path: str, kind: str) -> list[str]:
-    """Names indexed by id from a DGL-KE ``.dict`` file (lines ``id<TAB>name``)."""
-    f = _read_fields(path, 2, "id<TAB>name")
+_DICT_HINTS = {3: " (is this a triples file? With a udd_* --format, --data-files takes ENTITIES "
+                  "RELATIONS TRAIN [VALID [TEST]], DGL-KE's order)"}
+
+
+def _read_dict(path: str, kind: str, hints: dict[int, str] | None = None) -> list[str]:
+    """Names indexed by id from a DGL-KE ``.dict`` file (lines ``id<TAB>name``, always tabs)."""
+    f = _read_fields(path, 2, "id<TAB>name", "\t", hints)
     ids, names = f.cols
     by_id: dict[int, int] = {}  # id -> row, to report duplicates
     for row, s in enumerate(ids):
@@ -585,19 +804,25 @@ def _read_dict(path: str, kind: str) -> list[str]:
     return out
 
 
-def _parse_id_triples(path: str, ent_path: str, n_ent: int, rel_path: str, n_rel: int) -> tuple[np.ndarray, _Fields]:
-    """``(n, 3)`` int32 ids from a udd_hrt triples file, range-checked against the dicts."""
-    f = _read_fields(path, 3, "head_id<TAB>relation_id<TAB>tail_id")
+def _parse_id_triples(path: str | None, spec: _Spec, ent_path: str, n_ent: int, rel_path: str,
+                      n_rel: int) -> tuple[np.ndarray, _Fields]:
+    """``(n, 3)`` int32 (head, relation, tail) ids of a udd_* triples file, range-checked
+    against the dicts; no rows for ``path`` None."""
+    f = _Fields.empty(3) if path is None else _read_fields(path, 3, _what(spec), spec.delimiter)
+    cols = _hrt(f.cols, spec.order)
     arr = np.empty((f.n_rows, 3), dtype=np.int64)
-    for col in range(3):
-        try:
-            arr[:, col] = np.fromiter(map(int, f.cols[col]), dtype=np.int64, count=f.n_rows)
-        except ValueError:
-            row = next(i for i, s in enumerate(f.cols[col]) if not _is_int(s))
-            raise KGDataError(f"{path}:{f.line_of(row)}: id {f.cols[col][row]!r} is not an "
-                              f"integer (format 'udd_hrt' expects integer ids)") from None
     for col, n, dict_path, kind in ((0, n_ent, ent_path, "entity"), (1, n_rel, rel_path, "relation"),
                                     (2, n_ent, ent_path, "entity")):
+        try:
+            arr[:, col] = np.fromiter(map(int, cols[col]), dtype=np.int64, count=f.n_rows)
+        except (ValueError, OverflowError):
+            row = next(i for i, s in enumerate(cols[col]) if not _is_int64(s))
+            s = cols[col][row]
+            if not _is_int(s):
+                raise KGDataError(f"{path}:{f.line_of(row)}: id {s!r} is not an integer (--format "
+                                  f"{spec.fmt} expects integer ids)") from None
+            raise KGDataError(f"{path}:{f.line_of(row)}: {kind} id {s.strip()} is outside "
+                              f"0..{n - 1} defined by {dict_path}") from None
         bad = np.flatnonzero((arr[:, col] < 0) | (arr[:, col] >= n))
         if len(bad):
             row = int(bad[0])
@@ -614,12 +839,19 @@ def _is_int(s: str) -> bool:
         return False
 
 
-def _parse_udd_hrt(files: dict[str, str], unseen: str, name: str) -> KnowledgeGraph:
-    """Parse udd_hrt: integer triples with dict files; ids are kept as the dicts give them."""
-    ent_names = _read_dict(files["entities"], "entity")
-    rel_names = _read_dict(files["relations"], "relation")
+def _is_int64(s: str) -> bool:
+    try:
+        return -2**63 <= int(s) < 2**63
+    except ValueError:
+        return False
+
+
+def _parse_udd(files: dict[str, str], spec: _Spec, name: str) -> KnowledgeGraph:
+    """Parse udd_*: integer triples with dict files; ids are kept as the dicts give them."""
+    ent_names = _read_dict(files["entities"], "entity", _DICT_HINTS)
+    rel_names = _read_dict(files["relations"], "relation", _DICT_HINTS)
     dims = (files["entities"], len(ent_names), files["relations"], len(rel_names))
-    train, _ = _parse_id_triples(files["train"], *dims)
+    train, _ = _parse_id_triples(files["train"], spec, *dims)
     if len(train) == 0:
         raise KGDataError(f"{files['train']}: the training split is empty (no triples)")
     ent_seen = np.zeros(len(ent_names), dtype=bool)
@@ -630,22 +862,23 @@ def _parse_udd_hrt(files: dict[str, str], unseen: str, name: str) -> KnowledgeGr
 
     out, dropped = {"train": train}, {}
     for split in ("valid", "test"):
-        ids, f = _parse_id_triples(files[split], *dims)
+        ids, f = _parse_id_triples(files.get(split), spec, *dims)
         unseen_cols = np.stack([~ent_seen[ids[:, 0]], ~rel_seen[ids[:, 1]], ~ent_seen[ids[:, 2]]], axis=1)
         bad = np.flatnonzero(unseen_cols.any(axis=1))
-        if len(bad) and unseen == "error":
+        if len(bad) and spec.unseen == "error":
             row = int(bad[0])
             col = int(np.flatnonzero(unseen_cols[row])[0])
             desc = (f"relation {rel_names[ids[row, 1]]!r} (id {ids[row, 1]})" if col == 1
                     else f"entity {ent_names[ids[row, col]]!r} (id {ids[row, col]})")
             _raise_unseen(f, row, desc, files["train"])
-        if len(bad) and unseen == "skip":
+        if len(bad) and spec.unseen == "skip":
             ids = np.delete(ids, bad, axis=0)
             dropped[split] = len(bad)
         out[split] = ids
     _log_dropped(name, dropped, out)
+    duplicates = _count_duplicates(out, spec.duplicates, len(ent_names), len(rel_names))
     return KnowledgeGraph(name=name, entity_names=ent_names, relation_names=rel_names,
-                          dropped_unseen=dropped, **out)
+                          dropped_unseen=dropped, duplicates=duplicates, **out)
 
 
 # --------------------------------------------------------------------------- cache
@@ -656,15 +889,20 @@ def _cache_root(cache_dir: str | None) -> str:
     return os.path.abspath(os.path.expanduser(root))
 
 
-def _cache_keys(folder: str, files: dict[str, str], fmt: str, unseen: str) -> tuple[str, str]:
-    """(entry id, content key): the entry is per source+format+policy, the key adds file stats."""
-    ident = {"source": os.path.realpath(folder), "format": fmt, "unseen": unseen}
+def _cache_keys(ident: dict, files: dict[str, str]) -> tuple[str, str]:
+    """(entry id, content key): the entry is per ``ident`` (the source and every reading
+    option), the key adds the files' names, sizes and mtimes."""
     entry_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     stats = {}
     for role, path in sorted(files.items()):
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise KGDataError(f"{path}: file not found") from None
+        except OSError as exc:
+            raise KGDataError(f"{path}: cannot read: {exc.strerror or exc}") from None
         stats[role] = [os.path.basename(path), st.st_size, st.st_mtime_ns]
-    full = dict(ident, files=stats, version=_CACHE_VERSION)
+    full = dict(ident, stats=stats, version=_CACHE_VERSION)
     return entry_id, hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()
 
 
@@ -694,7 +932,7 @@ def _cache_read(entry: str, key: str) -> KnowledgeGraph | None:
         # KnowledgeGraph re-checks id ranges, so a damaged array is caught here too.
         return KnowledgeGraph(name=meta["name"], entity_names=vocab["entities"],
                               relation_names=vocab["relations"], dropped_unseen=meta["dropped_unseen"],
-                              source=meta["source"], **arrays)
+                              duplicates=meta["duplicates"], source=meta["source"], **arrays)
     except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
         log.warning("ignoring unreadable dataset cache %s (%s); rebuilding it", entry, exc)
         return None
@@ -714,6 +952,7 @@ def _cache_write(root: str, entry: str, key: str, kg: KnowledgeGraph):
                 # Names never contain "\n" (files are split on it), so it is a safe separator.
                 f.write("\n".join(names).encode("utf-8"))
         meta = {"key": key, "name": kg.name, "source": kg.source, "dropped_unseen": kg.dropped_unseen,
+                "duplicates": kg.duplicates,
                 "counts": {"entities": kg.n_entities, "relations": kg.n_relations,
                            **{s: len(kg.split(s)) for s in SPLITS}}}
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
