@@ -12,7 +12,7 @@ export KGNUM_DATA_DIR
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,tune,bias,plot,cluster]'
+	$(PY) -m pip install -q -e '.[test,tune,bias,plot,cluster,parquet]'
 	touch $@
 
 venv: $(VENV)/.installed
