@@ -119,7 +119,7 @@ def numpy_chunk_gradients(sf: ScoreFunction, entity, relation, heads, rels, tail
                                        predict_head, gamma, adv_temp, scale)
         return (out[0],) + tuple(g.astype(np.float32) for g in out[1:])
     H, R, T, N = entity[heads], relation[rels], entity[tails], entity[negs]
-    Q = sf.numpy_query(H, R, T, predict_head)
+    Q = sf.array_query(np, H, R, T, predict_head)
     X = H if predict_head else T
     S = _metric_scores(sf.metric, Q, N, gamma)
     sp, dsp_dQ, dsp_dX = _positive_scores_and_grads(sf.metric, Q, X, gamma)
@@ -128,7 +128,9 @@ def numpy_chunk_gradients(sf: ScoreFunction, entity, relation, heads, rels, tail
     gQ = (gQ + dsp[:, None] * dsp_dQ).astype(np.float32)
     gH, gR, gT = np.zeros_like(H), np.zeros_like(R), np.zeros_like(T)
     (gH if predict_head else gT)[:] += dsp[:, None] * dsp_dX
-    sf.numpy_query_backward(gQ, H, R, T, predict_head, gH, gR, gT)
+    for g, reached in zip((gH, gR, gT), sf.array_query_backward(np, gQ, H, R, T, predict_head)):
+        if reached is not None:
+            g += reached
     return loss, gH, gR, gT, gN.astype(np.float32)
 
 

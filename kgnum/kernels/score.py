@@ -20,10 +20,12 @@ A score function g(h, r, t) (higher = more plausible) is described by:
   ``query(H, R, T, predict_head) -> Q`` and
   ``query_backward(gQ, H, R, T, predict_head, gH, gR, gT)``, which adds the
   gradient reaching H, R and T through Q into gH, gR and gT, are Numba
-  functions. Written with array expressions, their ``py_func`` is the NumPy
-  implementation of the same step; a model whose fast form is written as
-  loops gives the array-expression form as ``numpy_query`` and
-  ``numpy_query_backward`` instead;
+  functions. Each model also gives the same two as array code over an
+  array module ``xp`` (NumPy or CuPy) and any leading batch dimensions:
+  ``array_query(xp, H, R, T, predict_head) -> Q`` and
+  ``array_query_backward(xp, gQ, H, R, T, predict_head) -> (gH, gR, gT)``
+  (None for a side the query does not read); the NumPy reference step and
+  the GPU engine's step (``kernels.array_step``) run these;
 * or, for models with no query form (TransR projects every candidate by its
   relation), ``metric = "pair"`` and a Numba ``pair_score_grad`` evaluated
   for every (positive, negative) pair.
@@ -51,8 +53,8 @@ class ScoreFunction:
     query: Callable | None = None
     query_backward: Callable | None = None
     pair_score_grad: Callable | None = None
-    numpy_query: Callable | None = None  # default: query.py_func
-    numpy_query_backward: Callable | None = None  # default: query_backward.py_func
+    array_query: Callable | None = None  # (xp, H, R, T, predict_head) -> Q, any leading dims
+    array_query_backward: Callable | None = None  # (xp, gQ, H, R, T, predict_head) -> (gH|None, gR, gT|None)
     init_relation: Callable | None = None  # (rng, n_relations, dim, bound) -> float32 array
     even_dim: bool = False  # complex / split models need an even dim
     # the model's own defaults for TrainConfig's model-dependent fields (lr, gamma, adv_temp,
@@ -62,10 +64,8 @@ class ScoreFunction:
     def __post_init__(self):
         if self.metric not in METRICS:
             raise ValueError(f"metric {self.metric!r} not in {METRICS}")
-        if self.query is not None and self.numpy_query is None:
-            object.__setattr__(self, "numpy_query", self.query.py_func)
-        if self.query_backward is not None and self.numpy_query_backward is None:
-            object.__setattr__(self, "numpy_query_backward", self.query_backward.py_func)
+        if self.metric != "pair" and (self.array_query is None or self.array_query_backward is None):
+            raise ValueError(f"{self.name}: a query-form model needs array_query and array_query_backward")
 
     def check_dim(self, dim: int) -> None:
         if dim < 2 or (self.even_dim and dim % 2):

@@ -75,41 +75,33 @@ def query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
                 gr_im[k] += g_im[k] * x_re[k] - g_re[k] * x_im[k]
 
 
-# NumPy forms of the same query step (the reference step in bench/ and tests)
-def numpy_query(H, R, T, predict_head):
-    half = H.shape[1] // 2
-    Q = np.empty_like(H)
-    r_re, r_im = R[:, :half], R[:, half:]
-    if predict_head:
-        t_re, t_im = T[:, :half], T[:, half:]
-        Q[:, :half] = r_re * t_re + r_im * t_im
-        Q[:, half:] = r_re * t_im - r_im * t_re
-    else:
-        h_re, h_im = H[:, :half], H[:, half:]
-        Q[:, :half] = h_re * r_re - h_im * r_im
-        Q[:, half:] = h_re * r_im + h_im * r_re
-    return Q
+# Array forms of the same query step (NumPy or CuPy as xp; any leading batch dims)
+def array_query(xp, H, R, T, predict_head):
+    half = H.shape[-1] // 2
+    r_re, r_im = R[..., :half], R[..., half:]
+    if predict_head:  # q = r conj(t), paired with h
+        t_re, t_im = T[..., :half], T[..., half:]
+        return xp.concatenate([r_re * t_re + r_im * t_im, r_re * t_im - r_im * t_re], axis=-1)
+    h_re, h_im = H[..., :half], H[..., half:]
+    return xp.concatenate([h_re * r_re - h_im * r_im, h_re * r_im + h_im * r_re], axis=-1)
 
 
-def numpy_query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
-    half = H.shape[1] // 2
-    g_re, g_im = gQ[:, :half], gQ[:, half:]
-    r_re, r_im = R[:, :half], R[:, half:]
+def array_query_backward(xp, gQ, H, R, T, predict_head):
+    half = H.shape[-1] // 2
+    g_re, g_im = gQ[..., :half], gQ[..., half:]
+    r_re, r_im = R[..., :half], R[..., half:]
     if predict_head:
-        t_re, t_im = T[:, :half], T[:, half:]
-        gR[:, :half] += g_re * t_re + g_im * t_im
-        gR[:, half:] += g_re * t_im - g_im * t_re
-        gT[:, :half] += g_re * r_re - g_im * r_im
-        gT[:, half:] += g_re * r_im + g_im * r_re
-    else:
-        h_re, h_im = H[:, :half], H[:, half:]
-        gH[:, :half] += g_re * r_re + g_im * r_im
-        gH[:, half:] += g_im * r_re - g_re * r_im
-        gR[:, :half] += g_re * h_re + g_im * h_im
-        gR[:, half:] += g_im * h_re - g_re * h_im
+        t_re, t_im = T[..., :half], T[..., half:]
+        gR = xp.concatenate([g_re * t_re + g_im * t_im, g_re * t_im - g_im * t_re], axis=-1)
+        gT = xp.concatenate([g_re * r_re - g_im * r_im, g_re * r_im + g_im * r_re], axis=-1)
+        return None, gR, gT
+    h_re, h_im = H[..., :half], H[..., half:]
+    gH = xp.concatenate([g_re * r_re + g_im * r_im, g_im * r_re - g_re * r_im], axis=-1)
+    gR = xp.concatenate([g_re * h_re + g_im * h_im, g_im * h_re - g_re * h_im], axis=-1)
+    return gH, gR, None
 
 
 register(ScoreFunction("ComplEx", "dot", score, grad, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward,
-                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward, even_dim=True,
+                       array_query=array_query, array_query_backward=array_query_backward, even_dim=True,
                        defaults=BILINEAR_DEFAULTS))

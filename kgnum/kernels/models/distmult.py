@@ -12,13 +12,12 @@ def query(H, R, T, predict_head):
     return H * R
 
 
-def numpy_query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
-    if predict_head:
-        gR += gQ * T
-        gT += gQ * R
-    else:
-        gH += gQ * R
-        gR += gQ * H
+def array_query(xp, H, R, T, predict_head):
+    return R * T if predict_head else H * R
+
+
+def array_query_backward(xp, gQ, H, R, T, predict_head):
+    return (None, gQ * T, gQ * R) if predict_head else (gQ * R, gQ * H, None)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -44,5 +43,5 @@ def grad(h, r, t, gamma):
 
 register(ScoreFunction("DistMult", "dot", score, grad, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward,
-                       numpy_query_backward=numpy_query_backward,
+                       array_query=array_query, array_query_backward=array_query_backward,
                        defaults=BILINEAR_DEFAULTS))

@@ -111,41 +111,30 @@ def query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
                 gr[k] += g_im[k] * q_re - g_re[k] * q_im
 
 
-# NumPy forms of the same query step (the reference step in bench/ and tests)
-def numpy_query(H, R, T, predict_head):
-    half = H.shape[1] // 2
-    Q = np.empty_like(H)
-    c, s = np.cos(R), np.sin(R)
-    if predict_head:
-        # |h rot - t| = |h - t conj(rot)|
-        t_re, t_im = T[:, :half], T[:, half:]
-        Q[:, :half] = t_re * c + t_im * s
-        Q[:, half:] = t_im * c - t_re * s
-    else:
-        h_re, h_im = H[:, :half], H[:, half:]
-        Q[:, :half] = h_re * c - h_im * s
-        Q[:, half:] = h_re * s + h_im * c
-    return Q
+# Array forms of the same query step (NumPy or CuPy as xp; any leading batch dims)
+def array_query(xp, H, R, T, predict_head):
+    half = H.shape[-1] // 2
+    c, s = xp.cos(R), xp.sin(R)
+    if predict_head:  # |h rot - t| = |h - t conj(rot)|
+        t_re, t_im = T[..., :half], T[..., half:]
+        return xp.concatenate([t_re * c + t_im * s, t_im * c - t_re * s], axis=-1)
+    h_re, h_im = H[..., :half], H[..., half:]
+    return xp.concatenate([h_re * c - h_im * s, h_re * s + h_im * c], axis=-1)
 
 
-def numpy_query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
-    half = H.shape[1] // 2
-    g_re, g_im = gQ[:, :half], gQ[:, half:]
-    c, s = np.cos(R), np.sin(R)
+def array_query_backward(xp, gQ, H, R, T, predict_head):
+    half = H.shape[-1] // 2
+    g_re, g_im = gQ[..., :half], gQ[..., half:]
+    c, s = xp.cos(R), xp.sin(R)
     if predict_head:
-        t_re, t_im = T[:, :half], T[:, half:]
-        gT[:, :half] += g_re * c - g_im * s
-        gT[:, half:] += g_re * s + g_im * c
-        q_re = t_re * c + t_im * s
-        q_im = t_im * c - t_re * s
-        gR += g_re * q_im - g_im * q_re
-    else:
-        h_re, h_im = H[:, :half], H[:, half:]
-        gH[:, :half] += g_re * c + g_im * s
-        gH[:, half:] += g_im * c - g_re * s
-        q_re = h_re * c - h_im * s
-        q_im = h_re * s + h_im * c
-        gR += g_im * q_re - g_re * q_im
+        t_re, t_im = T[..., :half], T[..., half:]
+        gT = xp.concatenate([g_re * c - g_im * s, g_re * s + g_im * c], axis=-1)
+        q_re, q_im = t_re * c + t_im * s, t_im * c - t_re * s
+        return None, g_re * q_im - g_im * q_re, gT
+    h_re, h_im = H[..., :half], H[..., half:]
+    gH = xp.concatenate([g_re * c + g_im * s, g_im * c - g_re * s], axis=-1)
+    q_re, q_im = h_re * c - h_im * s, h_re * s + h_im * c
+    return gH, g_im * q_re - g_re * q_im, None
 
 
 def init_relation(rng, n_relations, dim, bound):
@@ -154,6 +143,6 @@ def init_relation(rng, n_relations, dim, bound):
 
 register(ScoreFunction("RotatE", "cmod", score, grad, relation_dim=lambda d: d // 2,
                        query=query, query_backward=query_backward,
-                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward,
+                       array_query=array_query, array_query_backward=array_query_backward,
                        init_relation=init_relation, even_dim=True,
                        defaults=ROTATION_DEFAULTS))

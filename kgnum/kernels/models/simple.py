@@ -61,6 +61,28 @@ def query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
         gR[:, :half] += 0.5 * g_b * H[:, :half]
 
 
+def array_query(xp, H, R, T, predict_head):
+    half = H.shape[-1] // 2
+    r_fw, r_inv = R[..., :half], R[..., half:]
+    if predict_head:
+        return xp.concatenate([0.5 * r_fw * T[..., half:], 0.5 * r_inv * T[..., :half]], axis=-1)
+    return xp.concatenate([0.5 * H[..., half:] * r_inv, 0.5 * H[..., :half] * r_fw], axis=-1)
+
+
+def array_query_backward(xp, gQ, H, R, T, predict_head):
+    half = H.shape[-1] // 2
+    g_a, g_b = gQ[..., :half], gQ[..., half:]
+    r_fw, r_inv = R[..., :half], R[..., half:]
+    if predict_head:
+        gR = xp.concatenate([0.5 * g_a * T[..., half:], 0.5 * g_b * T[..., :half]], axis=-1)
+        gT = xp.concatenate([0.5 * g_b * r_inv, 0.5 * g_a * r_fw], axis=-1)
+        return None, gR, gT
+    gH = xp.concatenate([0.5 * g_b * r_fw, 0.5 * g_a * r_inv], axis=-1)
+    gR = xp.concatenate([0.5 * g_b * H[..., :half], 0.5 * g_a * H[..., half:]], axis=-1)
+    return gH, gR, None
+
+
 register(ScoreFunction("SimplE", "dot", score, grad, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward, even_dim=True,
+                       array_query=array_query, array_query_backward=array_query_backward,
                        defaults=BILINEAR_DEFAULTS))

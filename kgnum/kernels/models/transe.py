@@ -5,18 +5,13 @@ import numpy as np
 from ..score import DISTANCE_DEFAULTS, ScoreFunction, register
 
 
-def numpy_query(H, R, T, predict_head):
+def array_query(xp, H, R, T, predict_head):
     # |h + r - t| = |q - x| with q = h + r (tail side) or q = t - r (head side)
     return T - R if predict_head else H + R
 
 
-def numpy_query_backward(gQ, H, R, T, predict_head, gH, gR, gT):
-    if predict_head:
-        gT += gQ
-        gR -= gQ
-    else:
-        gH += gQ
-        gR += gQ
+def array_query_backward(xp, gQ, H, R, T, predict_head):
+    return (None, -gQ, gQ) if predict_head else (gQ, gQ, None)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -63,9 +58,9 @@ def grad_l1(h, r, t, gamma):
 
 register(ScoreFunction("TransE_l2", "l2", score_l2, grad_l2, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward,
-                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward,
+                       array_query=array_query, array_query_backward=array_query_backward,
                        defaults=DISTANCE_DEFAULTS))
 register(ScoreFunction("TransE_l1", "l1", score_l1, grad_l1, relation_dim=lambda d: d,
                        query=query, query_backward=query_backward,
-                       numpy_query=numpy_query, numpy_query_backward=numpy_query_backward,
+                       array_query=array_query, array_query_backward=array_query_backward,
                        defaults={**DISTANCE_DEFAULTS, "lr": 0.05, "gamma": 12.0}))  # the l1 sweep: UMLS, Nations, synthetic

@@ -1,0 +1,170 @@
+"""The GPU engine: relations pinned to devices, entities on the host or the device, the overlap.
+
+Without a GPU these run the engine with NumPy standing in for CuPy on emulated devices
+(``gpus="numpy:K"``): the same engine code. Tests marked ``gpu`` need CuPy and a CUDA device
+and are skipped otherwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kgnum
+from kgnum.cli import main
+from kgnum.gpu.devices import open_devices
+from kgnum.gpu.engine import GpuEngine
+from kgnum.gpu.partition import greedy_relation_partition
+from kgnum.train import make_job, initial_embeddings, resolve_config
+from kgnum.loop import run
+
+OPTS = dict(dim=16, neg=16, neg_chunk=16, batch=64, lr=0.1, gamma=8.0, seed=0, valid_every=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def kg():
+    return kgnum.synthetic(n_entities=300, n_relations=9, n_train=6000, n_valid=200, n_test=200, seed=4)
+
+
+def _has_device() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001
+        return False
+
+
+gpu = pytest.mark.skipif(not _has_device(), reason="needs CuPy and a CUDA device")
+
+
+def test_greedy_partition_matches_a_hand_computed_assignment():
+    counts = [5, 50, 20, 20, 1, 8]
+    # most frequent first: r1 (50), r2, r3 (20, lower id first), r5 (8), r0 (5), r4 (1); each to the
+    # device with the most free memory left (ties: the lower device), which then has 10 less
+    # equal devices [100, 100]: r1->d0 (90), r2->d1 (90), r3->d0 (80), r5->d1 (80), r0->d0, r4->d1
+    assert greedy_relation_partition(counts, 10, [100, 100]).tolist() == [0, 0, 1, 0, 1, 1]
+    # [100, 130]: r1, r2, r3 -> d1 (120, 110, 100), r5 -> d0 (tie; 90), r0 -> d1 (90), r4 -> d0 (tie)
+    assert greedy_relation_partition(counts, 10, [100, 130]).tolist() == [1, 1, 1, 1, 0, 0]
+    # a redraw (another epoch) changes the grouping but keeps every relation on one device
+    rng = np.random.default_rng(1)
+    many = np.random.default_rng(0).integers(1, 1000, 200)
+    a, b = greedy_relation_partition(many, 10, [1e6] * 4), greedy_relation_partition(many, 10, [1e6] * 4, rng)
+    assert (a != b).any() and set(b.tolist()) == {0, 1, 2, 3}
+    assert max(np.bincount(b)) - min(np.bincount(b)) <= 1  # equal-size relations: equal shares
+
+
+def _engine(kg, gpus="numpy:2", placement="host", overlap=True, staleness=1, **extra):
+    opts = {k: v for k, v in OPTS.items() if k != "progress"}
+    cfg = resolve_config("TransE_l2", dict(opts, backend="gpu", gpus=gpus, gpu_placement=placement,
+                                           gpu_overlap=overlap, **extra), None)
+    emb = initial_embeddings(kg, cfg, None)
+    engine = GpuEngine(open_devices(gpus), placement, overlap, staleness)
+    return engine, make_job(kg, cfg, emb), cfg, emb
+
+
+def test_every_relation_lives_on_exactly_one_device(kg):
+    engine, job, cfg, emb = _engine(kg, gpus="numpy:3", max_steps=5)
+    engine.open(job)
+    try:
+        held = np.concatenate(engine.dev_rels)
+        assert sorted(held.tolist()) == list(range(kg.n_relations))  # each once, none twice
+        for i, rows in enumerate(engine.dev_rels):
+            assert engine.rel_dev[i].shape[0] == rows.size  # a device holds its relations only
+            assert (engine.rel_owner[kg.train[engine.dev_edges[i], 1]] == i).all()  # and trains their edges
+        first = engine.rel_owner.copy()
+        engine.positives_done = kg.train.shape[0]  # an epoch has passed
+        engine._next_epoch()
+        assert sorted(np.concatenate(engine.dev_rels).tolist()) == list(range(kg.n_relations))
+        assert engine.epoch == 1 and first.shape == engine.rel_owner.shape
+    finally:
+        engine.stop()
+        engine.close()
+
+
+def _tables_after(kg, **kw):
+    engine, job, cfg, emb = _engine(kg, gpus="numpy:1", max_steps=40, **kw)
+    out = run(engine, job, kg, cfg, emb, progress=False)
+    return out.entity, out.relation
+
+
+def test_the_overlapped_pipeline_with_zero_staleness_equals_the_synchronous_run(kg):
+    sync = _tables_after(kg, overlap=False)
+    piped = _tables_after(kg, overlap=True, staleness=0)
+    np.testing.assert_allclose(piped[0], sync[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(piped[1], sync[1], rtol=1e-6, atol=1e-7)
+    stale = _tables_after(kg, overlap=True, staleness=1)  # one batch stale: close, not equal
+    assert not np.array_equal(stale[0], sync[0])
+    assert np.abs(stale[0] - sync[0]).max() < 0.5
+
+
+def test_device_and_host_placement_train_the_same_model(kg):
+    host = _tables_after(kg, placement="host", overlap=False)
+    device = _tables_after(kg, placement="device")
+    np.testing.assert_allclose(device[0], host[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(device[1], host[1], rtol=1e-4, atol=1e-5)
+
+
+def test_emulated_devices_reach_the_cpu_engine_at_the_same_steps(kg):
+    """Two devices against two Hogwild workers, same steps, mean of two seeds (this small graph's
+    seed-to-seed spread is about 0.015; FB15k-237 in bench/RESULTS.md: within 0.001)."""
+    a, b = [], []
+    for seed in (0, 1):
+        opts = {**OPTS, "seed": seed}
+        a.append(kgnum.evaluate(kgnum.train(kg, "TransE_l2", max_steps=1500, workers=2, **opts), kg)["mrr"])
+        two = kgnum.train(kg, "TransE_l2", max_steps=1500, backend="gpu", gpus="numpy:2", **opts)
+        b.append(kgnum.evaluate(two, kg)["mrr"])
+    assert np.mean(a) > 0.15 and abs(np.mean(a) - np.mean(b)) < 0.03, (a, b)
+    record = two.train_stats["engine_log"][-1]
+    assert record["placement"] == "host" and len(record["devices"]) == 2
+    assert all(0 <= d["host_wait_fraction"] <= 1 for d in record["devices"])
+
+
+def test_placement_errors_name_the_bytes(kg, capsys, monkeypatch):
+    from kgnum.gpu import devices
+
+    monkeypatch.setattr(devices.Device, "free_bytes", lambda self: 1000)
+    with pytest.raises(ValueError, match=r"--gpu-placement device: .* GiB on numpy:0, which has .* GiB free"):
+        kgnum.train(kg, "TransE_l2", max_steps=1, backend="gpu", gpus="numpy:1", gpu_placement="device", **OPTS)
+    with pytest.raises(ValueError, match="--gpu-placement device keeps every table on one device"):
+        kgnum.train(kg, "TransE_l2", max_steps=1, backend="gpu", gpus="numpy:2", gpu_placement="device", **OPTS)
+    for flags, needle in ((["--gpus", "numpy:x"], "--gpus"), (["--gpus", "numpy:1", "--backend", "cpu"], "--gpus")):
+        assert main(["train", "--dataset", "synthetic", "--max-steps", "1", "--no-progress", "--backend", "gpu",
+                     *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_debias_is_refused_on_the_gpu_engine(kg):
+    with pytest.raises(ValueError, match="--debias"):
+        kgnum.train(kg, "TransE_l2", max_steps=1, backend="gpu", gpus="numpy:1", debias=str(kg.relation_names[0]),
+                    **OPTS)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", ["TransE_l2", "ComplEx", "RotatE", "DistMult"])
+def test_cupy_step_equals_numpy_step(model):
+    import cupy
+
+    from kgnum.kernels import array_step
+    from kgnum.kernels.registry import get_model
+
+    sf = get_model(model)
+    entity, relation = sf.init_tables(50, 4, 8, 6.0, 0)
+    rng = np.random.default_rng(0)
+    idx = [rng.integers(0, 50, (2, 5)), rng.integers(0, 4, (2, 5)), rng.integers(0, 50, (2, 5)), rng.integers(0, 50, (2, 7))]
+    arrays = [entity[idx[0]], relation[idx[1]], entity[idx[2]], entity[idx[3]]]
+    want = array_step.chunk_gradients(np, model, *arrays, False, 6.0, 1.0, 0.1)
+    got = array_step.chunk_gradients(cupy, model, *[cupy.asarray(a) for a in arrays], False, 6.0, 1.0, 0.1)
+    assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-4)
+    for g, w in zip(got[1:], want[1:]):
+        np.testing.assert_allclose(cupy.asnumpy(g), w, rtol=1e-3, atol=1e-5)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("placement", ["device", "host"])
+def test_real_device_trains(kg, placement):
+    emb = kgnum.train(kg, "TransE_l2", max_steps=300, backend="gpu", gpus="0", gpu_placement=placement, **OPTS)
+    cpu = kgnum.train(kg, "TransE_l2", max_steps=300, workers=1, **OPTS)
+    assert abs(kgnum.evaluate(emb, kg)["mrr"] - kgnum.evaluate(cpu, kg)["mrr"]) < 0.03
