@@ -341,6 +341,15 @@ def main():
     print(f"peak PSS sum: {peak_pss / GiB:.2f} GiB ({verdict} the {LIMIT_GIB:g} GiB limit); "
           f"max RSS: this process {gib(results['maxrss_self']).strip()}, "
           f"largest child {gib(results['maxrss_children']).strip()}")
+    from kgnum.config import TrainConfig
+    from kgnum.plan import plan_for
+
+    planned = plan_for(kg, TrainConfig(model=args.model, dim=args.dim, workers=args.workers, max_steps=1,
+                                       neg=args.neg, neg_chunk=args.neg_chunk, batch=args.batch).validate()).peak
+    measured = sampler.peaks["big: train"]["pss"]
+    results.update(planned_peak=planned, measured_big_train_pss=measured)
+    print(f"memory plan (kgnum plan) of the big run: {planned / GiB:.2f} GiB planned, {measured / GiB:.2f} GiB "
+          f"measured (peak PSS while it trained): planned/measured {planned / measured:.2f} (target 0.8-1.2)")
     print()
     copies = big["edge_copies_via_all_triples"]
     shared_tables = sum(v for k, v in sampler.shm_blocks.items() if k != "edges")

@@ -17,7 +17,8 @@ mean of the optimistic and pessimistic rank, see
 Queries that share an (anchor, relation) pair are scored once: the callback
 receives each distinct pair of a side exactly once, in batches of at most
 ``batch_size`` rows, so the score memory is bounded by
-``batch_size x n_entities`` float32.
+``batch_size x n_entities`` float32 (by default at most 512 rows and
+SCORE_BLOCK_BYTES: 13 rows of a 5M-entity graph, not 10 GB).
 """
 
 from __future__ import annotations
@@ -213,6 +214,15 @@ def _check_scores(scores, n_rows: int, n_entities: int) -> np.ndarray:
     return np.ascontiguousarray(scores)
 
 
+SCORE_BLOCK_BYTES = 256 * 1024 ** 2  # default bound on one block of scores
+MAX_BLOCK_ROWS = 512
+
+
+def block_rows(n_entities: int) -> int:
+    """Default query rows per score block: 512, fewer when that would exceed SCORE_BLOCK_BYTES."""
+    return max(1, min(MAX_BLOCK_ROWS, SCORE_BLOCK_BYTES // (4 * max(1, int(n_entities)))))
+
+
 def evaluate_ranks(
     score_fn: Callable[[np.ndarray, np.ndarray, bool], np.ndarray],
     triples: np.ndarray,
@@ -336,9 +346,10 @@ def link_prediction_metrics(
     n_entities: int,
     n_relations: int,
     *,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     sides: Iterable[str] = ("head", "tail"),
     per_relation: bool = False,
+    index: "FilterIndex | None" = None,
 ) -> dict:
     """Filtered link-prediction metrics of ``triples`` (the usual headline numbers).
 
@@ -353,10 +364,12 @@ def link_prediction_metrics(
     """
     n_entities = _check_count(n_entities, "n_entities")
     n_relations = _check_count(n_relations, "n_relations")
-    known = _check_triples(known_triples, "known_triples", n_entities, n_relations)
     if _check_triples(triples, "triples", n_entities, n_relations).shape[0] == 0:
         raise ValueError("triples is empty: nothing to evaluate")
-    index = FilterIndex.from_triples(known, n_entities, n_relations)
+    if index is None:  # ``index``: the filter built once from known_triples (repeated validations)
+        known = _check_triples(known_triples, "known_triples", n_entities, n_relations)
+        index = FilterIndex.from_triples(known, n_entities, n_relations)
+    batch_size = block_rows(n_entities) if batch_size is None else batch_size
     ranks = evaluate_ranks(score_fn, triples, index, n_entities, batch_size=batch_size, sides=sides)
     pooled = np.concatenate([ranks[s] for s in ranks])
     result = metrics_from_ranks(pooled)
@@ -380,7 +393,7 @@ def link_prediction_metrics(
     return result
 
 
-def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, batch_size: int = 512,
+def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, batch_size: int | None = None,
              exclude_relations=None, per_relation: bool = False) -> dict:
     """Filtered MRR, MR, Hits@1/3/10 over all entities, head and tail side.
 

@@ -221,7 +221,9 @@ class Validator:
             pick = np.random.default_rng(seed).choice(valid.shape[0], cfg.valid_sample, replace=False)
             valid = valid[np.sort(pick)]
         self.triples = valid
-        self.known = kg.all_triples()
+        self.kg = kg  # the filter index is built at the first validation, once (not a copy per check)
+        self.index = None
+        self.expected_seconds = None
 
     @property
     def ready(self) -> bool:
@@ -234,8 +236,25 @@ class Validator:
         seconds = max(MIN_VALID_SECONDS, min(expected_seconds, CAP_SECONDS) / VALIDATIONS_PER_RUN)
         self.every = max(1, int(round(steps_per_second * seconds)))
         self.steps_per_second = steps_per_second
+        self.expected_seconds = min(expected_seconds, CAP_SECONDS)
         log.info("validating every %d steps (about %.0f s) on %d valid triples, patience %d", self.every,
                  seconds, self.triples.shape[0], self.patience)
+
+    def _affordable(self, emb) -> bool:
+        """Before the first automatic validation: time the scoring of a few queries; if one
+        validation would take more than MAX_VALID_SHARE of the run (a graph of millions of
+        entities), turn validation off and say so, instead of spending the budget on it."""
+        n = min(32, self.triples.shape[0])
+        t0 = time.perf_counter()
+        emb.score_candidates(self.triples[:n, 0], self.triples[:n, 1], False)
+        estimate = (time.perf_counter() - t0) * 2 * self.triples.shape[0] / n
+        if self.expected_seconds is not None and estimate > MAX_VALID_SHARE * self.expected_seconds:
+            self.enabled = False
+            log.info("one validation on %d valid triples would take about %.0f s, more than %.0f%% of this "
+                     "run: no validation and no early stopping (--valid-sample or --valid-every to choose)",
+                     self.triples.shape[0], estimate, 100 * MAX_VALID_SHARE)
+            return False
+        return True
 
     def due(self, steps_done: int, last: int) -> bool:
         return self.ready and steps_done // self.every > last // self.every
@@ -245,11 +264,15 @@ class Validator:
 
     def check(self, emb, steps_done: int, train_seconds: float = 0.0) -> bool:
         """Evaluate ``emb`` (a snapshot the validator may keep); return True when training should stop."""
-        from .eval import link_prediction_metrics
+        from .eval import FilterIndex, link_prediction_metrics
 
         started = time.perf_counter()
-        metrics = link_prediction_metrics(emb.score_candidates, self.triples, self.known,
-                                          emb.n_entities, emb.relation.shape[0])
+        if self.index is None:
+            if self.auto and not self._affordable(emb):
+                return False
+            self.index = FilterIndex.from_triples(self.kg.all_triples(), emb.n_entities, emb.relation.shape[0])
+        metrics = link_prediction_metrics(emb.score_candidates, self.triples, None,
+                                          emb.n_entities, emb.relation.shape[0], index=self.index)
         took = time.perf_counter() - started
         self.seconds += took
         self.history.append({"step": steps_done, "valid_mrr": metrics["mrr"], "seconds": took,
@@ -467,8 +490,8 @@ class _Run:
                                        self.prev.train_seconds + budget.elapsed()):
                         log.info("%s", validator.stopped_by)
                         break
-                if self.save and self.checkpoint_every and \
-                        time.perf_counter() - self.last_ckpt >= self.checkpoint_every:
+                if self.save and self.checkpoint_every and report.steps and \
+                        time.perf_counter() - self.last_ckpt >= self.checkpoint_every:  # only after new work
                     self.checkpoint()
                 if budget.elapsed() - window[0] >= LOG_EVERY_SECONDS:
                     self.history_point(window)
