@@ -26,11 +26,19 @@ from kgnum.cluster.engine import FAULT_ENV, ClusterLost
 from kgnum.cluster.partition import partition
 from kgnum.kernels.step import step_params
 
-from conftest import SHARED_CLUSTER
+from conftest import SHARED_CLUSTER, SharedCluster
 
 GRAPH = dict(n_entities=400, n_relations=8, n_train=8000, n_valid=300, n_test=300, seed=2)
 OPTS = dict(model="TransE_l2", dim=32, neg=32, neg_chunk=32, batch=128, lr=0.1, gamma=8.0, seed=0,
             valid_every=0, progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_cluster_closes_with_the_module():
+    """The shared cluster's worker processes must not outlive this module (other modules check
+    that no child process is left)."""
+    yield
+    SharedCluster.close()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +81,9 @@ def test_pool_makes_negatives_uniform_over_all_entities(kg, monkeypatch):
             cdf = s.params.neg_cdf
             p_local = np.diff(cdf, prepend=0.0) / cdf[-1]
             np.add.at(got, s.gids, p_local)
-            s.requests()  # next round: a new pool
+            s.requests()  # a later round's pool, installed as train would
+            pool, _ = s.wants.pop()
+            s.gids[s.fixed.size:] = pool
         got /= 400
         inside = np.concatenate([spec.own, spec.boundary])
         np.testing.assert_allclose(got[inside], want[inside], rtol=1e-9)  # exact for held rows
@@ -104,7 +114,7 @@ def test_deltas_reach_the_owner_and_rows_come_back(kg):
     at = np.searchsorted(stores[1].own, msg.ids)
     np.testing.assert_allclose(stores[1].entity[at], before[at] + msg.rows, rtol=1e-6)
     # part 0 now gets part 1's rows with its own changes applied
-    local = stores[0].wants[1]
+    local = stores[0].wants[0][1][1]  # the rows part 0 asked part 1 for, for its next install
     for g, row in zip(stores[0].gids[local], back.rows):
         expect = entity[g] + sent.get(int(g), 0)
         np.testing.assert_allclose(row, expect, rtol=1e-5, atol=1e-6)

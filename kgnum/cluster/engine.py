@@ -5,9 +5,10 @@
              error naming the worker -> partition (--partition DIR, or METIS into --parts P, default
              one part per worker) -> relations owned by the part training most of their edges
              -> one store per part on a worker (cluster.store), checkpointed to --checkpoint-dir
-    advance: one round of ~ROUND_SECONDS: every part serves rows, then trains its share of the steps
-             (edge-proportional, so the parts' epochs stay aligned); tasks are pinned to the worker
-             holding the part, and rows and deltas go from worker to worker, not through here
+    advance: submit round r (~ROUND_SECONDS): every part serves the rows asked for in round r - 1
+             and trains its share of the steps (edge-proportional, so the parts' epochs stay aligned)
+             on the rows served in round r - 1; return round r - 1's reports. Tasks are pinned to
+             the worker holding the part; rows and deltas go from worker to worker, not through here
     snapshot: every part's own rows gathered into the ordinary tables
     faults:  a part whose worker is gone is re-created on a live worker from its last checkpoint;
              the others drop the deltas of the round in flight; the log names worker, part and the
@@ -16,11 +17,12 @@
 One worker process per core, one thread each: the step is single-threaded
 Numba (as in the shared-memory engine's processes), and a thread per part
 keeps a part's tasks in order on its worker. Staleness: a part reads other
-parts' rows as they were at the start of the round (at most one round, about
-ROUND_SECONDS of training, old); relations likewise.
+parts' rows as they were served one round before it trains on them (at most
+two rounds, about 2 x ROUND_SECONDS of training, old); relations likewise.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -38,7 +40,7 @@ from .checkpoint import write_manifest
 
 log = logging.getLogger("kgnum")
 
-ROUND_SECONDS = 0.5  # training per round: rows are at most this stale; overhead per round is fixed
+ROUND_SECONDS = 0.5  # training per round; rows are at most two rounds stale (rounds are pipelined)
 POLL_SECONDS = 0.5  # health checks while waiting on a round
 START_TIMEOUT = 120.0  # seconds for stores to be created (includes compiling the step)
 FAULT_ENV = "KGNUM_TEST_DASK_FAULT"  # "<part>:<round>": that part's worker kills itself after that round
@@ -119,7 +121,7 @@ class DaskEngine:
                                                                                 workers=[self.addr[p]]),
                             t.entity_state[self.specs[p].own], t.relation, t.relation_state, 0)
                    for p in range(P)]
-        self._install_requests(self._wait(futures, timeout=START_TIMEOUT), [0] * P)
+        self._install_requests(self._wait(futures, timeout=START_TIMEOUT))
         cut = self.partition.report.get("edge_cut_fraction", float("nan"))
         log.info("dask: %d parts (%s, edge cut %.3f) on %d workers %s; part checkpoints in %s; remote rows "
                  "refreshed every round (~%.1f s of training)", P, self.partition.method, cut, self.workers,
@@ -129,25 +131,45 @@ class DaskEngine:
         self.totals = self._zero_totals()
 
     def advance(self, max_steps: int) -> Report:
-        steps = self._split(int(max_steps))
+        """Submit the next round (its steps counted against ``max_steps`` with the round still in
+        flight) and return the report of the round before it: one round trains while the previous
+        one's rows and deltas are exchanged."""
+        allowed = int(max_steps) - self.in_flight
+        if allowed > 0:
+            self._submit_round(allowed)
+            if len(self.pending) < 2:
+                return Report(0, 0, 0.0)
+        if not self.pending:
+            return Report(0, 0, 0.0)
+        return self._collect(self.pending.popleft())
+
+    def _submit_round(self, total: int) -> None:
+        steps = self._split(total)
         checkpoint = time.perf_counter() - self.last_ckpt >= self.cfg.part_checkpoint_every
+        if checkpoint:
+            self.last_ckpt = time.perf_counter()
         ck_step = self.steps_done if checkpoint else None
         run, P = self.run_id, self.parts
         serve = [self._on(p, store.serve, run, p, ck_step, *[self.msgs[q][p] for q in self._others(p)])
                  for p in range(P)]
         resp = [[self._on(p, store.pick, serve[p], q) if q != p else None for q in range(P)] for p in range(P)]
-        train = [self._on(p, store.train, run, p, steps[p], *[resp[q][p] for q in self._others(p)])
+        train = [self._on(p, store.train, run, p, steps[p], self.prev[p], *[self.resp[q][p] for q in self._others(p)])
                  for p in range(P)]
         reports = [self._on(p, store.pick, train[p], 0) for p in range(P)]
         msgs = [[self._on(p, store.pick, train[p], 1 + q) if q != p else None for q in range(P)] for p in range(P)]
+        self.msgs, self.resp, self.prev = msgs, resp, reports
+        self.pending.append((reports, total, [serve, resp, train, reports, msgs], checkpoint))
+        self.in_flight += total
+
+    def _collect(self, round_) -> Report:
+        reports, total, futures, checkpoint = round_
         try:
             got = self._wait(reports)
         except _PartsLost as lost:
-            self._recover(lost.parts, [serve, resp, train, reports, msgs])
+            self._recover(lost.parts, [futures] + [r[2] for r in self.pending])
             return Report(0, 0, 0.0)
-        self.msgs = msgs
+        self.in_flight -= total
         if checkpoint:
-            self.last_ckpt = time.perf_counter()
             self.ckpt_part_steps = list(self.part_steps)
         out = Report(0, 0, 0.0)
         for r in got:
@@ -177,13 +199,19 @@ class DaskEngine:
         return Tables(entity, relation, ent_st if with_state else None, rel_st if with_state else None)
 
     def stop(self) -> Report:
-        return Report(0, 0, 0.0)  # rounds are synchronous: nothing is in flight
+        """Wait for the rounds still in flight; their work is reported."""
+        out = Report(0, 0, 0.0)
+        while self.pending:
+            r = self._collect(self.pending.popleft())
+            out = Report(out.steps + r.steps, out.positives + r.positives, out.loss_sum + r.loss_sum)
+        return out
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        self.msgs = None
+        self.msgs = self.resp = self.prev = None
+        self.pending = collections.deque()
         try:
             if self.client is not None and self.client.status == "running":
                 self.client.run(store.drop, self.run_id, on_error="ignore")
@@ -270,10 +298,22 @@ class DaskEngine:
             steps[np.argsort(-(raw - steps), kind="stable")[:rest]] += 1
         return [int(s) for s in steps]
 
-    def _install_requests(self, requests: list, _steps) -> None:
-        """``requests[p]``: part p's first messages (one per part, None for itself), as data."""
-        self.msgs = [[None if q == p else self.client.scatter(requests[p][q], workers=[self.addr[q]])
-                      for q in range(self.parts)] for p in range(self.parts)]
+    def _install_requests(self, requests: list) -> None:
+        """``requests[p]``: part p's requests for its next two installs (one message per part, None for
+        itself). The first are served now; the second go to the next round's serve."""
+        P = self.parts
+
+        def scattered(k):
+            return [[None if q == p else self.client.scatter(requests[p][k][q], workers=[self.addr[q]])
+                     for q in range(P)] for p in range(P)]
+
+        first, self.msgs = scattered(0), scattered(1)
+        serve = [self._on(p, store.serve, self.run_id, p, None, *[first[q][p] for q in self._others(p)])
+                 for p in range(P)]
+        self.resp = [[self._on(p, store.pick, serve[p], q) if q != p else None for q in range(P)] for p in range(P)]
+        self.prev = [None] * P
+        self.pending = collections.deque()
+        self.in_flight = 0
 
     def _wait(self, futures: list, timeout: float | None = None) -> list:
         """Results of ``futures`` in order; _PartsLost when a part's worker is gone."""
@@ -352,11 +392,13 @@ class DaskEngine:
 
     def _recover(self, lost: dict, in_flight: list) -> None:
         """Re-create the lost parts on live workers from their checkpoints; resync the others
-        (again if a worker is lost meanwhile)."""
-        flat = [f for group in in_flight for row in group for f in (row if isinstance(row, list) else [row])
-                if f is not None]
+        (again if a worker is lost meanwhile). ``in_flight``: the futures of every pending round."""
+        flat = [f for rnd in in_flight for group in rnd for row in group
+                for f in (row if isinstance(row, list) else [row]) if f is not None]
         self.client.cancel(flat)
-        self.msgs = None
+        self.pending.clear()
+        self.in_flight = 0
+        self.msgs = self.resp = self.prev = None
         while True:
             try:
                 return self._replace_parts(lost)
@@ -382,9 +424,7 @@ class DaskEngine:
                 futures.append(self._on(p, store.restore, self.specs[p]))
             else:
                 futures.append(self._on(p, store.resync, self.run_id, p))
-        results = self._wait(futures, timeout=START_TIMEOUT)
-        requests = [r if p in lost else list(r[1:]) for p, r in enumerate(results)]
-        self._install_requests(requests, None)
+        self._install_requests(self._wait(futures, timeout=START_TIMEOUT))
         self.workers = max(self.workers, len(set(self.addr)))
 
     # -- per-epoch log ---------------------------------------------------------------
