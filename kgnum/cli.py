@@ -20,12 +20,42 @@ log = logging.getLogger("kgnum")
 
 
 def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--dataset", help="built-in name (FB15k, FB15k-237, wn18, wn18rr, synthetic, or a folder "
-                                     "under $KGNUM_DATA_DIR such as umls), matched case-insensitively")
-    g.add_argument("--data-path", "--data_path", help="directory holding train/valid/test files")
-    p.add_argument("--format", choices=["tsv", "raw_udd_hrt", "udd_hrt"], default=None,
-                   help="file format of --data-path (default tsv)")
+    """The data flags: --dataset, or --data-path, or --data-files (--data-path then is their folder).
+
+    argparse's groups cannot say "--data-path with --data-files but not with --dataset", so
+    --dataset/--data-files are a mutually exclusive group, --dataset/--data-path exclude each
+    other through their action, and a missing data flag (``required``) is reported by
+    :func:`_load_kg`, one line like every input error.
+    """
+    class NotWith(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            other, flag = ("data_path", "--data-path") if self.dest == "dataset" else ("dataset", "--dataset")
+            if getattr(namespace, other, None) is not None:
+                raise argparse.ArgumentError(self, f"not allowed with argument {flag}")
+            setattr(namespace, self.dest, values)
+
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dataset", action=NotWith,
+                   help="built-in name (FB15k, FB15k-237, wn18, wn18rr, synthetic, or a folder "
+                        "under $KGNUM_DATA_DIR such as umls), matched case-insensitively")
+    p.add_argument("--data-path", "--data_path", action=NotWith,
+                   help="directory holding train/valid/test files (.txt; .tsv too for the raw_udd_* and "
+                        "udd_* formats); with --data-files, the folder their names are relative to")
+    g.add_argument("--data-files", "--data_files", nargs="+", metavar="FILE",
+                   help="TRAIN [VALID [TEST]] with any names (no VALID: no early stopping; no TEST: no "
+                        "test metrics); for the udd_* formats ENTITIES RELATIONS TRAIN [VALID [TEST]], "
+                        "as DGL-KE")
+    p.add_argument("--format", metavar="FORMAT", default=None,
+                   help="file format: tsv (default; train/valid/test.txt with --data-path), "
+                        "raw_udd_{hrt,htr,rht,rth,thr,trh} (string triples, columns in that order; "
+                        "raw_udd_hrt = tsv), udd_{hrt,htr,rht,rth,thr,trh} (integer ids in that order + "
+                        "entities.dict, relations.dict with lines id<TAB>name)")
+    p.add_argument("--delimiter", default=None,
+                   help="field separator of the triple files: tab (default), space (any run of "
+                        "whitespace), comma, or one other character; .dict files are always tab separated")
+    p.add_argument("--duplicates", choices=["keep", "drop"], default="keep",
+                   help="a triple repeated within a split: keep it (default, as DGL-KE) or drop the repeats "
+                        "(the first occurrence stays); the count is logged either way")
     p.add_argument("--unseen", choices=["error", "skip", "keep"], default=None,
                    help="valid/test triples whose entity or relation is not in train: stop with an "
                         "error, drop them with a count in the log, or keep them (default: keep for "
@@ -56,12 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--load", help="continue training a saved model: its saved configuration (model, dim, "
                    "hyperparameters, validation) carries on, flags given here override it, the dataset is "
                    "matched to its rows by name, and its statistics accumulate")
+    t.add_argument("--force", action="store_true", help="train even when the memory plan says the run does "
+                   "not fit in the memory available (see kgnum plan)")
     t.add_argument("--resume", action="store_true", help="with --backend dask: continue from the part "
                    "checkpoints in --checkpoint-dir (after a run lost its scheduler or every worker)")
     t.add_argument("--eval-split", choices=["test", "valid", "none"], default="test",
                    help="split evaluated after training (default test; none: no evaluation)")
     t.add_argument("--json", help="write the run's metrics to this JSON file")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pl = sub.add_parser("plan", help="the memory a training run will need, against what this machine has")
+    _data_args(pl, required=False)
+    pl.add_argument("--entities", type=_positive, help="number of entities (instead of a dataset)")
+    pl.add_argument("--relations", type=_positive, help="number of relations (instead of a dataset)")
+    pl.add_argument("--edges", type=_positive, help="number of training triples (instead of a dataset)")
+    pl.add_argument("--model", default=TrainConfig.model, help=f"score function (default {TrainConfig.model}); "
+                    f"one of {', '.join(model_names())}")
+    pl.add_argument("--dim", type=_positive, help="real floats per entity row (default: the model's)")
+    pl.add_argument("--workers", type=_workers, help="workers (default: the cores this process may use)")
+    pl.add_argument("--backend", choices=["cpu", "gpu", "dask"], default="cpu", help="engine (default cpu)")
+    pl.add_argument("--parts", type=_positive, help="dask: parts (default: one per worker)")
+    pl.add_argument("--json", help="write the plan to this JSON file")
 
     tu = sub.add_parser("tune", help="budgeted hyperparameter search (Optuna): writes DIR/best.json for "
                         "kgnum train --config")
@@ -141,21 +186,80 @@ def build_parser() -> argparse.ArgumentParser:
                    "with each relation's triple count (most frequent first)")
     e.add_argument("--json", help="write the metrics to this JSON file")
 
-    pr = sub.add_parser("predict", help="top-k completions of (head, relation, ?) or (?, relation, tail)")
+    pr = sub.add_parser("predict", help="top-k completions of (head, relation, ?) or (?, relation, tail); from "
+                        "files, batch prediction as dglke_predict",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="One query (--head or --tail, and --relation) prints 'score  name' lines. With a "
+                               "file, --format or --output,\nthe results are TSV: a header, then head, relation, "
+                               "tail, score[, known] per row (names).\n"
+                               "  h_r_*  the top-k tails of each (head, relation)\n"
+                               "  *_r_t  the top-k heads of each (relation, tail)\n"
+                               "  h_*_t  the top-k relations of each (head, tail)\n"
+                               "  h_r_t  the score of every triple, in input order (with --topk: the k best, best "
+                               "first)\n"
+                               "Each side comes from a one-per-line file (--head-file ...) or one value (--head "
+                               "...); --format\ndefaults to the sides given. Lines are names unless --ids "
+                               "(then every line is a row id, 0-based).\n--exec-mode all pairs the lines as "
+                               "their cross product (head, relation, tail; the last varying\nfastest), "
+                               "triplet_wise line i with line i. known (1/0: the triple is in the saved train, "
+                               "valid or\ntest) is shown when known triples can be in the output: --exclude-mode "
+                               "none or train, and h_r_t.")
     pr.add_argument("--load", required=True, help="saved model directory")
-    side = pr.add_mutually_exclusive_group(required=True)
-    side.add_argument("--head", help="head entity (name or id): predict tails")
-    side.add_argument("--tail", help="tail entity (name or id): predict heads")
-    pr.add_argument("--relation", required=True, help="relation (name or id)")
-    pr.add_argument("--k", "--topk", type=_positive, default=10, help="how many answers (default 10)")
+    pr.add_argument("--head", help="head entity: predict tails (with --relation), or one head for the batch")
+    pr.add_argument("--tail", help="tail entity: predict heads (with --relation), or one tail for the batch")
+    pr.add_argument("--relation", help="relation (one query, or one relation for the batch)")
+    pr.add_argument("--head-file", "--head_file", help="file of head entities, one per line")
+    pr.add_argument("--relation-file", "--relation_file", help="file of relations, one per line")
+    pr.add_argument("--tail-file", "--tail_file", help="file of tail entities, one per line")
+    pr.add_argument("--data-files", "--data_files", nargs="+", metavar="FILE",
+                    help="DGL-KE's spelling: the files of --format's given sides, in order (h_r_*: heads, then "
+                         "relations)")
+    pr.add_argument("--format", choices=PREDICT_FORMATS, help="which side to predict ('*'); default: the one "
+                    "not given (h_r_t when all three are)")
+    pr.add_argument("--exec-mode", "--exec_mode", choices=["all", "triplet_wise"], default="all",
+                    help="pair the inputs as their cross product (all, the default) or line by line "
+                         "(triplet_wise: equal line counts, or one line used with every line)")
+    pr.add_argument("--k", "--topk", "--topK", dest="k", type=_positive, default=None,
+                    help="answers per query (default 10); with h_r_t: keep only the k best triples")
+    ids = pr.add_mutually_exclusive_group()
+    ids.add_argument("--ids", action="store_true", help="the inputs are row ids (0-based), not names")
+    ids.add_argument("--raw-data", "--raw_data", action="store_true",
+                     help="DGL-KE's flag: the inputs are names (kgnum's default, so it changes nothing)")
     pr.add_argument("--exclude-mode", choices=["none", "train", "all"], default="all",
                     help="leave out answers already known in train (train) or in train, valid and test (all, the "
                          "default); none shows them, marked as known")
+    pr.add_argument("--output", help="TSV file to write (default: standard output)")
 
-    s = sub.add_parser("similar", help="nearest entities by cosine similarity")
+    s = sub.add_parser("similar", help="nearest entities or relations (cosine, dot, l2 or l1), one or from files",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="One --entity prints 'value  name' lines. With a file or --output, TSV: a header, "
+                              "then kind, query,\nneighbour, value per row, nearest first (cosine and dot: "
+                              "higher = closer; l2 and l1: distances,\nlower = closer). The query itself is "
+                              "never its own neighbour. Lines are names unless --ids.")
     s.add_argument("--load", required=True, help="saved model directory")
-    s.add_argument("--entity", required=True, help="entity (name or id)")
-    s.add_argument("--k", type=_positive, default=10, help="how many neighbours (default 10)")
+    s.add_argument("--entity", help="entity (name, or row id with --ids)")
+    s.add_argument("--relation", help="relation (name, or row id with --ids)")
+    s.add_argument("--entity-file", "--entity_file", help="file of entities, one per line")
+    s.add_argument("--relation-file", "--relation_file", help="file of relations, one per line")
+    s.add_argument("--metric", "--sim-func", "--sim_func", dest="metric", choices=["cosine", "l2", "l1", "dot"],
+                   default="cosine", help="similarity (default cosine)")
+    s.add_argument("--k", "--topk", "--topK", dest="k", type=_positive, default=10,
+                   help="how many neighbours (default 10)")
+    sids = s.add_mutually_exclusive_group()
+    sids.add_argument("--ids", action="store_true", help="the inputs are row ids (0-based), not names")
+    sids.add_argument("--raw-data", "--raw_data", action="store_true",
+                      help="DGL-KE's flag: the inputs are names (kgnum's default, so it changes nothing)")
+    s.add_argument("--output", help="TSV file to write (default: standard output)")
+
+    xp = sub.add_parser("export", help="a model's tables as word2vec text, Parquet or kgnum's .npy layout")
+    xp.add_argument("--load", required=True, help="saved model directory")
+    xp.add_argument("--format", required=True, choices=["word2vec", "parquet", "npy"],
+                    help="word2vec: text, 'N DIM' then 'name v1 ... vDIM' per row (whitespace in names becomes _); "
+                         "parquet: columns kind, id, name, vector (pip install 'kgnum[parquet]'); npy: the model "
+                         "as kgnum train --save writes it")
+    xp.add_argument("--kind", choices=["entity", "relation", "all"],
+                    help="tables to write (default: entity for word2vec, all for parquet; npy: the whole model)")
+    xp.add_argument("--out", required=True, help="file to write (directory for npy)")
     return parser
 
 
@@ -196,6 +300,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     stop = p.add_argument_group("stopping (the first reached wins)")
     bias = p.add_argument_group("debiasing")
     cluster = p.add_argument_group("cluster (--backend dask)")
+    gpu = p.add_argument_group("gpu (--backend gpu)")
     for f in fields(TrainConfig):
         help_text = f.metadata["help"]
         if f.name == "model":
@@ -204,7 +309,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
             help_text += " (default: the model's, listed below)"
         elif f.default is not None and f.type != "bool":
             help_text += f" (default {f.default})"
-        target = {"stop": stop, "bias": bias, "cluster": cluster}.get(f.metadata.get("group"), p)
+        target = {"stop": stop, "bias": bias, "cluster": cluster, "gpu": gpu}.get(f.metadata.get("group"), p)
         flags = ["--" + f.name.replace("_", "-"), *DGLKE_ALIASES.get(f.name, [])]
         if f.type == "bool":
             target.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
@@ -260,11 +365,35 @@ def read_config_file(path: str) -> dict:
 
 
 def _load_kg(args):
-    from .data import load_dataset
+    from .data import FORMATS, KGDataError, load_dataset, load_files
 
+    opts = dict(format=args.format, unseen=args.unseen, duplicates=args.duplicates,
+                delimiter="\t" if args.delimiter is None else args.delimiter)
+    if args.data_files:
+        folder = ""
+        if args.data_path:
+            folder = os.path.expanduser(args.data_path)
+            if not os.path.isdir(folder):
+                raise KGDataError(f"--data-path {args.data_path}: not a directory (with --data-files it is "
+                                  f"the folder the file names are relative to)")
+        paths = [os.path.join(folder, os.path.expanduser(f)) for f in args.data_files]  # absolute ones stay
+        fmt = args.format or "tsv"
+        ids = fmt.startswith("udd_")
+        if fmt in FORMATS:  # an unknown format is reported by load_files
+            least, names = (3, "ENTITIES RELATIONS TRAIN [VALID [TEST]]") if ids else (1, "TRAIN [VALID [TEST]]")
+            if not least <= len(paths) <= least + 2:
+                raise KGDataError(f"--data-files: --format {fmt} takes {names}, as DGL-KE; got "
+                                  f"{len(paths)} file(s)")
+        if ids and len(paths) >= 3:
+            ent, rel, *paths = paths
+            return load_files(*paths, entities=ent, relations=rel, **opts)
+        return load_files(*paths[:3], **opts)
     if args.dataset:
-        return load_dataset(args.dataset, format=args.format, unseen=args.unseen)
-    return load_dataset(args.data_path, format=args.format or "tsv", unseen=args.unseen)
+        return load_dataset(args.dataset, **opts)
+    if args.data_path:
+        return load_dataset(args.data_path, **opts)
+    raise KGDataError("no data given: use --dataset NAME, --data-path DIR, or --data-files TRAIN [VALID [TEST]] "
+                      "(with --data-path DIR as the folder of their names)")
 
 
 def _peak_rss_bytes() -> int:
@@ -306,7 +435,7 @@ def cmd_train(args) -> int:
                  init.train_stats.get("steps", 0))
     log.info("%s; training %s", kg, model or (init.model if init else TrainConfig.model))
     emb = kgnum.train(kg, model, init=init, save=args.save, checkpoint_every=args.checkpoint_every,
-                      progress=not args.no_progress, **options)
+                      progress=not args.no_progress, force=args.force, **options)
     stats = emb.train_stats
     print(f"trained {emb.model} dim {emb.dim}: {stats['steps']:,} steps, {stats['train_seconds']:.1f} s, "
           f"{stats['triples_per_second']:,.0f} positive triples/s ({stats['workers']} worker(s), "
@@ -316,7 +445,10 @@ def cmd_train(args) -> int:
                "workers": stats["workers"], "backend": stats["backend"], "config": emb.config,
                "valid_history": stats["valid_history"], "best_step": stats["best_step"],
                "tables": "best" if stats["restored_best"] else "last"}
-    if args.eval_split != "none":
+    if args.eval_split != "none" and len(kg.split(args.eval_split)) == 0:
+        log.info("no %s triples: no %s metrics (--eval-split none skips evaluation)", args.eval_split,
+                 args.eval_split)
+    elif args.eval_split != "none":
         excluded = TrainConfig(**{k: emb.config[k] for k in _CONFIG_FLAGS if k in emb.config}).excluded_relations()
         metrics = kgnum.evaluate(emb, kg, args.eval_split, exclude_relations=excluded)
         if excluded:
@@ -332,6 +464,31 @@ def cmd_train(args) -> int:
     payload["peak_rss_bytes"] = _peak_rss_bytes()
     if args.json:
         _write_json(args.json, payload)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from .plan import plan, plan_for
+
+    opts = {k: v for k, v in dict(model=args.model, dim=args.dim, workers=args.workers, backend=args.backend,
+                                  parts=args.parts).items() if v is not None}
+    cfg = TrainConfig(**opts, max_steps=1).validate()
+    counts = (args.entities, args.relations, args.edges)
+    if args.dataset or args.data_path or getattr(args, "data_files", None):
+        if any(c is not None for c in counts):
+            raise ValueError("--entities/--relations/--edges or a dataset, not both")
+        kg = _load_kg(args)
+        p = plan_for(kg, cfg)
+        what = f"{kg.name}: {kg.n_entities:,} entities, {kg.n_relations:,} relations, {kg.train.shape[0]:,} train"
+    else:
+        if any(c is None for c in counts):
+            raise ValueError("give a dataset (--dataset or --data-path) or all of --entities, --relations, --edges")
+        p = plan(*counts, cfg.model, cfg.dim, cfg.workers, cfg.backend, 0, cfg.parts, names=True)
+        what = f"{args.entities:,} entities, {args.relations:,} relations, {args.edges:,} train"
+    print(f"memory plan: {cfg.model} dim {cfg.dim}, backend {cfg.backend}, {cfg.workers} worker(s); {what}")
+    print(p.table())
+    if args.json:
+        _write_json(args.json, p.to_dict())
     return 0
 
 
@@ -493,31 +650,198 @@ def cmd_eval(args) -> int:
     return 0
 
 
+PREDICT_FORMATS = ("h_r_t", "h_r_*", "*_r_t", "h_*_t")
+_SIDES = (("head", "entity"), ("relation", "relation"), ("tail", "entity"))
+
+
+def _keys_to_ids(numbered, where: str, kind: str, emb, as_ids: bool):
+    """Row ids (int64) of [(line number or None, text)]: names, or row ids with --ids; an error
+    names ``where`` (the flag, and file) and the line."""
+    import numpy as np
+
+    def at(no):
+        return where if no is None else f"{where}:{no}"
+
+    n = len(emb.entity_names if kind == "entity" else emb.relation_names)
+    if as_ids:
+        out = np.empty(len(numbered), dtype=np.int64)
+        for j, (no, text) in enumerate(numbered):
+            try:
+                out[j] = int(text.strip())
+            except ValueError:
+                raise ValueError(f"{at(no)}: {text!r} is not a row id (--ids: every line is a 0-based "
+                                 f"{kind} id)") from None
+            if not 0 <= out[j] < n:
+                raise ValueError(f"{at(no)}: {kind} id {out[j]} out of range [0, {n})")
+        return out
+    try:
+        return emb.ids([text for _, text in numbered], kind)  # one pass over the model's name index
+    except ValueError:
+        pass
+    for no, text in numbered:  # find the first unknown name
+        try:
+            emb.ids(text, kind)
+        except ValueError:
+            hint = " (give --ids if the lines are row ids)" if text.strip().lstrip("-").isdigit() else ""
+            raise ValueError(f"{at(no)}: unknown {kind} {text!r}{hint}") from None
+    raise AssertionError("unreachable")
+
+
+def _read_inputs(path: str, flag: str, kind: str, emb, as_ids: bool):
+    """Row ids of a file of one name (or row id) per line; blank lines are skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{flag} {path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{flag} {path}: is a directory, not a file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{flag} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    if not numbered:
+        raise ValueError(f"{flag} {path}: empty (expected one {kind} per line)")
+    return _keys_to_ids(numbered, f"{flag} {path}", kind, emb, as_ids)
+
+
+def _write_tsv(path, header, lines) -> None:
+    """A header and ``lines`` (strings, no newline) to ``path`` (replaced when complete) or stdout."""
+    text = "\t".join(header) + "\n" + "".join(line + "\n" for line in lines)
+    if path is None:
+        sys.stdout.write(text)
+        return
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        raise FileNotFoundError(f"--output {path}: directory {os.path.dirname(path)} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"--output {path}: is a directory")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def cmd_predict(args) -> int:
     import kgnum
 
-    emb = kgnum.load(args.load)
+    files = {"head": args.head_file, "relation": args.relation_file, "tail": args.tail_file}
+    values = {"head": args.head, "relation": args.relation, "tail": args.tail}
     exclude = None if args.exclude_mode == "none" else args.exclude_mode
-    if args.head is not None:
-        anchor, rows = args.head, emb.predict_tail(args.head, args.relation, args.k, exclude=exclude)
+    if not (any(files.values()) or args.data_files or args.format or args.output):  # one query
+        if args.relation is None or (args.head is None) == (args.tail is None):
+            raise ValueError("give --relation and one of --head, --tail (one query), or input files "
+                             "(--head-file, --relation-file, --tail-file) for a batch")
+        emb = kgnum.load(args.load)
+        side = "head" if args.head is not None else "tail"
+        anchor = int(_keys_to_ids([(None, values[side])], f"--{side}", "entity", emb, args.ids)[0])
+        rel = int(_keys_to_ids([(None, args.relation)], "--relation", "relation", emb, args.ids)[0])
+        k = args.k or 10
+        if side == "head":
+            rows = emb.predict_tail(anchor, rel, k, exclude=exclude)
+        else:
+            rows = emb.predict_head(rel, anchor, k, exclude=exclude)
+        known = set()
+        if exclude is None and emb.known_triples is not None:
+            ids = emb.known_answers([anchor], [rel], side == "tail", ("train", "valid", "test"))[0]
+            known = {str(emb.entity_names[i]) for i in ids}
+        for name, score in rows:
+            print(f"{score:10.4f}  {name}" + ("  (known)" if name in known else ""))
+        return 0
+
+    if args.data_files:
+        if any(files.values()):
+            raise ValueError("--data-files or --head-file/--relation-file/--tail-file, not both")
+        if not args.format:
+            raise ValueError("--data-files needs --format (the files are its given sides, in order)")
+        needed = [side for (side, _), part in zip(_SIDES, args.format.split("_")) if part != "*"]
+        if len(args.data_files) != len(needed):
+            raise ValueError(f"--format {args.format} takes {len(needed)} data files ({', '.join(needed)}), "
+                             f"got {len(args.data_files)}")
+        files = {side: dict(zip(needed, args.data_files)).get(side) for side, _ in _SIDES}
+    for side, _ in _SIDES:
+        if files[side] and values[side] is not None:
+            raise ValueError(f"--{side} or --{side}-file, not both")
+    given = [side for side, _ in _SIDES if files[side] or values[side] is not None]
+    fmt = args.format or "_".join(side[0] if side in given else "*" for side, _ in _SIDES)
+    if fmt not in PREDICT_FORMATS:
+        raise ValueError(f"given: {', '.join(given) or 'nothing'}; batch prediction needs two or three sides "
+                         f"(h_r_*: heads and relations, *_r_t: relations and tails, h_*_t: heads and tails, "
+                         f"h_r_t: all three)")
+    for (side, _), part in zip(_SIDES, fmt.split("_")):
+        if part != "*" and side not in given:
+            raise ValueError(f"--format {fmt} needs the {side}s: give --{side}-file (or --{side})")
+        if part == "*" and side in given:
+            raise ValueError(f"--format {fmt} predicts the {side}: --{side}-file / --{side} is not used")
+    emb = kgnum.load(args.load)
+    inputs, where = {}, {}
+    for side, kind in _SIDES:
+        if files[side]:
+            inputs[side] = _read_inputs(files[side], f"--{side}-file", kind, emb, args.ids)
+            where[side] = f"--{side}-file {files[side]}"
+        elif values[side] is not None:
+            inputs[side] = _keys_to_ids([(None, values[side])], f"--{side}", kind, emb, args.ids)
+            where[side] = f"--{side}"
+    if args.exec_mode == "triplet_wise" and len({x.size for x in inputs.values()} - {1}) > 1:
+        raise ValueError("--exec-mode triplet_wise pairs line i with line i: "
+                         + ", ".join(f"{where[s]} has {inputs[s].size} line(s)" for s in inputs))
+    res = emb.predict_batch(**{f"{side}s": ids for side, ids in inputs.items()}, k=args.k, exclude=exclude,
+                            exec_mode=args.exec_mode)
+    show_known = res["known"] is not None and (fmt == "h_r_t" or exclude != "all")
+    names_e, names_r = emb.entity_names, emb.relation_names
+    cols = [names_e[res["head"]], names_r[res["relation"]], names_e[res["tail"]], res["score"].tolist()]
+    if show_known:
+        cols.append(res["known"].astype(int).tolist())
+        lines = (f"{h}\t{r}\t{t}\t{s:.7g}\t{kn}" for h, r, t, s, kn in zip(*cols))
     else:
-        anchor, rows = args.tail, emb.predict_head(args.relation, args.tail, args.k, exclude=exclude)
-    known = set()
-    if exclude is None and emb.known_triples is not None:
-        a, r = emb.ids(anchor), emb.ids(args.relation, "relation")
-        ids = emb.known_answers(a, r, args.head is None, ("train", "valid", "test"))[0]
-        known = {str(emb.entity_names[i]) for i in ids}
-    for name, score in rows:
-        print(f"{score:10.4f}  {name}" + ("  (known)" if name in known else ""))
+        lines = (f"{h}\t{r}\t{t}\t{s:.7g}" for h, r, t, s in zip(*cols))
+    _write_tsv(args.output, ["head", "relation", "tail", "score"] + (["known"] if show_known else []), lines)
+    if args.output:
+        log.info("%s: %d row(s) (--format %s, --exec-mode %s)", args.output, res["score"].size, fmt, args.exec_mode)
     return 0
 
 
 def cmd_similar(args) -> int:
     import kgnum
 
+    for kind in ("entity", "relation"):
+        if getattr(args, kind) is not None and getattr(args, f"{kind}_file"):
+            raise ValueError(f"--{kind} or --{kind}-file, not both")
+    if all(x is None for x in (args.entity, args.relation, args.entity_file, args.relation_file)):
+        raise ValueError("give --entity, --relation, --entity-file or --relation-file")
     emb = kgnum.load(args.load)
-    for name, sim in emb.similar(args.entity, args.k):
-        print(f"{sim:8.4f}  {name}")
+    queries = []
+    for kind in ("entity", "relation"):
+        file, value = getattr(args, f"{kind}_file"), getattr(args, kind)
+        if file:
+            queries.append((kind, _read_inputs(file, f"--{kind}-file", kind, emb, args.ids)))
+        elif value is not None:
+            queries.append((kind, _keys_to_ids([(None, value)], f"--{kind}", kind, emb, args.ids)))
+    if len(queries) == 1 and queries[0][1].size == 1 and not (args.entity_file or args.relation_file
+                                                                or args.output):
+        kind, ids = queries[0]
+        for name, value in emb.similar(int(ids[0]), args.k, args.metric, kind):
+            print(f"{value:8.4f}  {name}")
+        return 0
+    lines = []
+    for kind, ids in queries:
+        top, values = emb.similar_ids(ids, args.k, args.metric, kind)
+        names = emb.entity_names if kind == "entity" else emb.relation_names
+        for q, row, vals in zip(ids.tolist(), top.tolist(), values.tolist()):
+            lines.extend(f"{kind}\t{names[q]}\t{names[n]}\t{v:.7g}" for n, v in zip(row, vals) if n >= 0)
+    _write_tsv(args.output, ["kind", "query", "neighbour", args.metric], lines)
+    if args.output:
+        log.info("%s: %d row(s) (--metric %s)", args.output, len(lines), args.metric)
+    return 0
+
+
+def cmd_export(args) -> int:
+    import kgnum
+    from .export import export
+
+    emb = kgnum.load(args.load)
+    path = export(emb, args.out, args.format, args.kind)
+    print(f"exported {emb.model} ({emb.n_entities:,} entities, {emb.relation.shape[0]:,} relations) to {path} "
+          f"as {args.format}")
     return 0
 
 
@@ -526,12 +850,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
-        return {"train": cmd_train, "tune": cmd_tune, "bias": cmd_bias, "partition": cmd_partition,
+        return {"train": cmd_train, "plan": cmd_plan, "tune": cmd_tune, "bias": cmd_bias, "partition": cmd_partition,
                 "split": cmd_split, "plot": cmd_plot, "import-dglke": cmd_import_dglke,
                 "export-dglke": cmd_export_dglke,
                 "eval": cmd_eval, "predict": cmd_predict,
-                "similar": cmd_similar}[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+                "similar": cmd_similar, "export": cmd_export}[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, MemoryError) as e:
         # KGDataError is a ValueError: input problems are one clear line, not a traceback
         if args.verbose:
             import traceback

@@ -13,7 +13,8 @@ log = logging.getLogger("kgnum")
 
 BACKENDS = ("cpu", "gpu", "dask")
 # where a dask run's cluster and files are: not carried over when a saved model is resumed
-CLUSTER_FIELDS = ("scheduler", "local_cluster", "partition", "parts", "checkpoint_dir", "part_checkpoint_every")
+CLUSTER_FIELDS = ("scheduler", "local_cluster", "partition", "parts", "checkpoint_dir", "part_checkpoint_every",
+                  "gpus")
 VALIDATIONS_PER_RUN = 20  # automatic --valid-every aims at this many validations in a run
 MIN_VALID_SECONDS = 2.0  # ... never closer together than this much training
 # no stopping rule given: train until early stopping ends it, but never longer than this
@@ -89,6 +90,13 @@ class TrainConfig:
                                             "(default: a temporary directory, removed after a run that "
                                             "finished)", group="cluster")
     part_checkpoint_every: float = _opt(30.0, "seconds between checkpoints of every part", group="cluster")
+    gpus: str | None = _opt(None, "devices, e.g. 0,1 (default: every visible one); numpy:K runs the engine on K "
+                                  "emulated devices with NumPy standing in for CuPy", group="gpu")
+    gpu_placement: str = _opt("auto", "device: every table on the device, the whole step there; host: entities "
+                                      "on the host, relations on the devices; auto: device when it fits",
+                              choices=("auto", "device", "host"), group="gpu")
+    gpu_overlap: bool = _opt(True, "host placement: apply a batch's entity updates on the host while the device "
+                                   "computes the next (--no-gpu-overlap: one after the other)", group="gpu")
 
     def validate(self) -> "TrainConfig":
         """Fill what was left to the model (its registry defaults), the machine (workers) or the
@@ -130,7 +138,10 @@ class TrainConfig:
         if self.valid_every is not None and self.valid_every < 0:
             bad("valid_every", "must be >= 0 (0: no validation)")
         for name in CLUSTER_FIELDS:
-            if getattr(self, name) is not None and self.backend != "dask" and name != "part_checkpoint_every":
+            if name == "gpus":
+                if self.gpus is not None and self.backend != "gpu":
+                    bad(name, "only with --backend gpu")
+            elif getattr(self, name) is not None and self.backend != "dask" and name != "part_checkpoint_every":
                 bad(name, "only with --backend dask")
         if self.scheduler and self.local_cluster:
             bad("local_cluster", "either --scheduler or --local-cluster, not both")

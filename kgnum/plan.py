@@ -123,6 +123,8 @@ def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, 
         p.add("snapshot gathered for validation and the final model", tables, "this process", "train")
     elif backend == "gpu":
         p.add("gpu engine: host buffers (not planned in detail yet)", 0, "this process", "train")
+    # validation (on by default) scores a snapshot: a copy of the entity and relation tables
+    p.add("validation: a snapshot of the tables", n_entities * row + n_relations * rel_row, "this process", "train")
     # evaluation (validation during training, the test split after): score blocks of the
     # default size and the filter's sorted copies of the known triples
     from .eval import block_rows

@@ -131,9 +131,26 @@ def make_engine(cfg: TrainConfig, kg: KnowledgeGraph | None = None, client=None)
     return engine_module.make_engine(cfg)
 
 
+def _check_memory(kg: KnowledgeGraph, cfg: TrainConfig, force: bool) -> None:
+    from .plan import _size, plan_for
+
+    p = plan_for(kg, cfg)
+    if p.fits:
+        log.debug("memory plan:\n%s", p.table())
+        return
+    message = (f"this run needs about {_size(p.peak)} at its peak but {_size(p.free)} is available "
+               f"(kgnum plan with the same flags shows the breakdown); lower --dim or --workers, or "
+               f"pass --force to try anyway")
+    if force:
+        log.warning("%s: running anyway (--force)", message.split(" (kgnum plan")[0])
+        return
+    log.warning("memory plan:\n%s", p.table())
+    raise MemoryError(message)
+
+
 def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | None = None,
           save: str | None = None, checkpoint_every: float | None = None, progress: bool = True,
-          on_validation=None, client=None, **options) -> Embeddings:
+          on_validation=None, client=None, force: bool = False, **options) -> Embeddings:
     """Train embeddings of ``kg`` and return them.
 
     ``options`` are TrainConfig fields (dim, neg, neg_chunk, batch, lr, gamma,
@@ -150,7 +167,10 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     steps, positives, triples_per_second, mean_loss, workers, backend,
     valid_history, best_step, history, ...). ``on_validation(step, valid_mrr,
     train_seconds)`` is called after every validation; returning True stops
-    the run like early stopping. ``client``: a ``distributed.Client`` of the
+    the run like early stopping. Before training, the run's memory plan
+    (``kgnum.plan``) is checked against the memory available; a run that
+    does not fit raises ``MemoryError`` naming both, unless ``force``.
+    ``client``: a ``distributed.Client`` of the
     cluster to train on with ``backend="dask"`` (else ``scheduler`` /
     ``local_cluster`` / a LocalCluster of ``workers`` processes).
     """
@@ -160,6 +180,7 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     if init is not None:
         init = grown(init, kg, cfg)
         kg = kg.aligned_to(init.entity_names, init.relation_names)
+    _check_memory(kg, cfg, force)
     if client is not None and cfg.backend != "dask":
         raise ValueError(f"client= is for backend='dask' (this run: backend={cfg.backend!r})")
     engine = make_engine(cfg, kg, client)
