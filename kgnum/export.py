@@ -11,6 +11,8 @@ import re
 
 import numpy as np
 
+from .files import atomic_file
+
 log = logging.getLogger("kgnum")
 
 FORMATS = ("word2vec", "parquet", "npy")
@@ -65,19 +67,12 @@ def export_word2vec(emb, path: str, kind: str = "entity") -> str:
     [(_, names, table)] = _tables(emb, kind)
     tokens = word2vec_names(names)
     path = _prepare(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
     row = " ".join(["%.9g"] * table.shape[1])
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(f"{table.shape[0]} {table.shape[1]}\n")
-            for b0 in range(0, table.shape[0], 4096):
-                block = table[b0:b0 + 4096].tolist()
-                f.write("".join(f"{tok} {row % tuple(vec)}\n" for tok, vec in zip(tokens[b0:b0 + 4096], block)))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"{table.shape[0]} {table.shape[1]}\n")
+        for b0 in range(0, table.shape[0], 4096):
+            block = table[b0:b0 + 4096].tolist()
+            f.write("".join(f"{tok} {row % tuple(vec)}\n" for tok, vec in zip(tokens[b0:b0 + 4096], block)))
     return path
 
 
@@ -117,14 +112,8 @@ def export_parquet(emb, path: str, kind: str = "all") -> str:
     out = pa.table({"kind": pa.concat_arrays(kinds), "id": pa.concat_arrays(ids), "name": pa.concat_arrays(names),
                     "vector": pa.concat_arrays(vectors)})
     path = _prepare(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic_file(path) as tmp:
         pq.write_table(out, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

@@ -37,9 +37,22 @@ def write_names(path: str, names) -> None:
         f.writelines(f"{i}\t{name}\n" for i, name in enumerate(names))
 
 
+@contextmanager
+def atomic_file(path: str, suffix: str = ""):
+    """Yield a temporary name next to ``path`` to write; renamed onto ``path`` on success, removed on
+    any error (a reader sees the old file or the new one, never half of one). ``suffix``: an ending
+    the writer insists on (``np.savez`` adds ``.npz``)."""
+    tmp = f"{path}.tmp-{os.getpid()}{suffix}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_json(path: str, payload, **dump) -> None:
     """``payload`` as JSON, written to a temporary file renamed into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
         json.dump(payload, f, indent=2, **dump)
-    os.replace(tmp, path)

@@ -71,3 +71,11 @@ SHARED_CLUSTER = SharedCluster()
 
 def pytest_sessionfinish(session, exitstatus):
     SharedCluster.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_cluster_closes_with_the_module():
+    """The shared cluster's worker processes do not outlive the module that started them (other
+    modules check that no child process is left)."""
+    yield
+    SharedCluster.close()

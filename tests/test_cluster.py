@@ -26,19 +26,11 @@ from kgnum.cluster.engine import FAULT_ENV, ClusterLost
 from kgnum.cluster.partition import partition
 from kgnum.kernels.step import step_params
 
-from conftest import SHARED_CLUSTER, SharedCluster
+from conftest import SHARED_CLUSTER
 
 GRAPH = dict(n_entities=400, n_relations=8, n_train=8000, n_valid=300, n_test=300, seed=2)
 OPTS = dict(model="TransE_l2", dim=32, neg=32, neg_chunk=32, batch=128, lr=0.1, gamma=8.0, seed=0,
             valid_every=0, progress=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _shared_cluster_closes_with_the_module():
-    """The shared cluster's worker processes must not outlive this module (other modules check
-    that no child process is left)."""
-    yield
-    SharedCluster.close()
 
 
 @pytest.fixture(scope="module")

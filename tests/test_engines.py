@@ -50,14 +50,6 @@ GRAPH = dict(n_entities=400, n_relations=8, n_train=8000, n_valid=300, n_test=30
 STATS_KEYS = {f.name for f in dataclasses.fields(TrainStats)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _shared_cluster_closes_with_the_module():
-    """The shared cluster's worker processes must not outlive this module (other modules check
-    that no child process is left)."""
-    yield
-    SharedCluster.close()
-
-
 @pytest.fixture(scope="module")
 def kg():
     return kgnum.synthetic(**GRAPH)

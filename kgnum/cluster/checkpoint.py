@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from ..files import write_json, write_names
+from ..files import atomic_file, write_json, write_names
 
 MANIFEST = "cluster.json"
 
@@ -27,11 +27,9 @@ def part_path(directory: str, part: int) -> str:
 
 
 def write_part(directory, part, step, ids, rows, state, rel_ids, rel_rows, rel_state) -> None:
-    path = part_path(directory, part)
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, ids=ids, rows=rows, state=state, rel_ids=rel_ids, rel_rows=rel_rows, rel_state=rel_state,
-             step=np.int64(step))
-    os.replace(tmp, path)
+    with atomic_file(part_path(directory, part), suffix=".npz") as tmp:
+        np.savez(tmp, ids=ids, rows=rows, state=state, rel_ids=rel_ids, rel_rows=rel_rows, rel_state=rel_state,
+                 step=np.int64(step))
 
 
 def read_part(directory: str, part: int) -> dict:
