@@ -204,6 +204,7 @@ class Validator:
         self.seconds = 0.0
         self.history: list[dict] = []
         self.callback = None  # (step, valid_mrr, train_seconds) -> True to stop (a tuner pruning a trial)
+        self.last_step = None  # step of the last validation
         valid = kg.valid
         self.enabled = self.every != 0 and valid.shape[0] > 0
         if not self.enabled:
@@ -229,12 +230,17 @@ class Validator:
     def ready(self) -> bool:
         return self.enabled and self.every is not None
 
-    def calibrate(self, steps_per_second: float, expected_seconds: float) -> None:
-        """Choose the automatic interval once the engine's speed is known."""
+    def calibrate(self, steps_per_second: float, expected_seconds: float, at=None) -> None:
+        """Choose the automatic interval once the engine's speed is known. ``at``: (step, training
+        seconds) of this measurement, from which the next validation re-measures the speed (an
+        engine often runs faster after its first second: the interval widens to stay
+        ``seconds`` of training apart)."""
         if not (self.enabled and self.auto and self.every is None):
             return
         seconds = max(MIN_VALID_SECONDS, min(expected_seconds, CAP_SECONDS) / VALIDATIONS_PER_RUN)
         self.every = max(1, int(round(steps_per_second * seconds)))
+        self.interval_seconds = seconds
+        self.rate_ref = at
         self.steps_per_second = steps_per_second
         self.expected_seconds = min(expected_seconds, CAP_SECONDS)
         log.info("validating every %d steps (about %.0f s) on %d valid triples, patience %d", self.every,
@@ -257,10 +263,20 @@ class Validator:
         return True
 
     def due(self, steps_done: int, last: int) -> bool:
-        return self.ready and steps_done // self.every > last // self.every
+        """--valid-every N: on multiples of N; automatic: ``every`` steps after the last validation
+        (the interval may have widened since)."""
+        if not self.ready:
+            return False
+        if self.auto and self.last_step is not None:
+            return steps_done - self.last_step >= self.every
+        return steps_done // self.every > last // self.every
 
     def steps_to_next(self, steps_done: int) -> float:
-        return self.every - steps_done % self.every if self.ready else math.inf
+        if not self.ready:
+            return math.inf
+        if self.auto and self.last_step is not None:
+            return max(1, self.every - (steps_done - self.last_step))
+        return self.every - steps_done % self.every
 
     def check(self, emb, steps_done: int, train_seconds: float = 0.0) -> bool:
         """Evaluate ``emb`` (a snapshot the validator may keep); return True when training should stop."""
@@ -275,6 +291,14 @@ class Validator:
                                           emb.n_entities, emb.relation.shape[0], index=self.index)
         took = time.perf_counter() - started
         self.seconds += took
+        if self.auto and getattr(self, "rate_ref", None) is not None:
+            ref_step, ref_seconds = self.rate_ref
+            dt, ds = train_seconds - ref_seconds, steps_done - ref_step
+            if dt > 0 and ds > 0:  # the speed since the last measurement, validation excluded
+                self.steps_per_second = ds / dt
+                self.every = max(self.every, int(math.ceil(self.steps_per_second * self.interval_seconds)))
+            self.rate_ref = (steps_done, train_seconds + took)
+        self.last_step = steps_done
         self.history.append({"step": steps_done, "valid_mrr": metrics["mrr"], "seconds": took,
                              "train_seconds": round(train_seconds, 3)})
         log.info("step %d: valid MRR %.4f", steps_done, metrics["mrr"])
@@ -484,7 +508,8 @@ class _Run:
                         and stats.steps > 0:  # a speed to go by: a slow model may not finish a step at once
                     rate = stats.steps / budget.elapsed()
                     expected = min(budget.time_budget or math.inf, budget.steps_left(0) / max(rate, 1e-9))
-                    validator.calibrate(rate, expected)
+                    validator.calibrate(rate, expected, at=(self.prev.steps + stats.steps,
+                                                            self.prev.train_seconds + budget.elapsed()))
                 if validator.due(self.prev.steps + stats.steps, before):
                     if validator.check(self.snapshot_emb(with_state=False), self.prev.steps + stats.steps,
                                        self.prev.train_seconds + budget.elapsed()):
