@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                       f"{fb['edges'] / rate / 60:.1f} min/epoch at {rate / 1e6:.1f}M positives/s "
                       f"({rate / DGLKE_FREEBASE_POSITIVES_PER_S:.1f}x DGL-KE's 1.2M/s on 4 machines), "
                       f"own rows {own_gb:.0f} GB per machine, network "
-                      f"{fb['edges'] * r['bytes_per_positive'] * fb['dim'] / kg_dim(r, kg) / 1e12:.2f} TB per epoch")
+                      f"{fb['edges'] * r['bytes_per_positive'] * fb['dim'] / kg_dim(r) / 1e12:.2f} TB per epoch")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"dataset": kg.name, "epochs": args.epochs, "workers": args.workers, "gpu_skipped": gpu_skip,
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def kg_dim(r, kg) -> int:
+def kg_dim(r) -> int:
     """The dim the run used (the model's default): bytes scale with it."""
     from kgnum.config import model_default
 

@@ -57,12 +57,12 @@ class Plan:
         lines = [f"{'':54s}{'bytes':>12s}  where"]
         for what, n, where, phase in self.items:
             when = {"train": ", while training", "eval": ", while evaluating"}.get(phase, "")
-            lines.append(f"{what:54s}{_size(n):>12s}  {where}{when}")
-        lines.append(f"{'planned peak (PSS, shared pages once)':54s}{_size(self.peak):>12s}")
+            lines.append(f"{what:54s}{format_bytes(n):>12s}  {where}{when}")
+        lines.append(f"{'planned peak (PSS, shared pages once)':54s}{format_bytes(self.peak):>12s}")
         if self.per_worker is not None:
-            lines.append(f"{'of which on each Dask worker':54s}{_size(self.per_worker):>12s}")
+            lines.append(f"{'of which on each Dask worker':54s}{format_bytes(self.per_worker):>12s}")
         if self.free is not None:
-            lines.append(f"{'available on this machine (MemAvailable)':54s}{_size(self.free):>12s}  "
+            lines.append(f"{'available on this machine (MemAvailable)':54s}{format_bytes(self.free):>12s}  "
                          + ("fits" if self.fits else f"DOES NOT FIT (more than {HEADROOM:.0%} of it)"))
         return "\n".join(lines)
 
@@ -72,7 +72,8 @@ class Plan:
                 "items": [{"what": w, "bytes": n, "where": where, "phase": ph} for w, n, where, ph in self.items]}
 
 
-def _size(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """``n`` bytes as MiB or GiB."""
     return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / MiB:.1f} MiB"
 
 

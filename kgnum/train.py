@@ -132,13 +132,13 @@ def make_engine(cfg: TrainConfig, kg: KnowledgeGraph | None = None, client=None)
 
 
 def _check_memory(kg: KnowledgeGraph, cfg: TrainConfig, force: bool) -> None:
-    from .plan import _size, plan_for
+    from .plan import format_bytes, plan_for
 
     p = plan_for(kg, cfg)
     if p.fits:
         log.debug("memory plan:\n%s", p.table())
         return
-    message = (f"this run needs about {_size(p.peak)} at its peak but {_size(p.free)} is available "
+    message = (f"this run needs about {format_bytes(p.peak)} at its peak but {format_bytes(p.free)} is available "
                f"(kgnum plan with the same flags shows the breakdown); lower --dim or --workers, or "
                f"pass --force to try anyway")
     if force:

@@ -363,10 +363,9 @@ class GpuEngine:
                 loss, handoff = self._step(i, d, xp, host_rows, host_vals, batch[..., 1], predict_head, updates, lr)
                 self.host_seconds[i] += host + handoff
                 self.busy_seconds[i] += time.perf_counter() - t0
-                if not math.isfinite(loss):
-                    self.reports.put((i, 1, B * c, loss))
-                    return
                 self.reports.put((i, 1, B * c, loss))
+                if not math.isfinite(loss):
+                    return  # the loop reports the divergence
 
     def _step(self, i, d, xp, host_rows, host_vals, rels, predict_head, updates, lr) -> float:
         p = self.job.params
