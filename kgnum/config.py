@@ -70,6 +70,18 @@ class TrainConfig:
     debias_top_m: int = _opt(30, "candidate values per --debias relation", group="bias")
     debias_weight: str | None = _opt(None, "REL=W,... weights of the KL term (default: 1 for a two-valued "
                                            "relation, 100 otherwise)", group="bias")
+    debias_method: str = _opt("kl", "how --debias removes the relations: kl (the KL term inside the step) or "
+                                     "adversarial (the adversarial-filters baseline, PyTorch: pip install "
+                                     "'kgnum[adversarial]')", choices=("kl", "adversarial"), group="bias")
+    attribute_vectors: bool = _opt(False, "with --debias: one learned vector per sensitive value, trained through "
+                                          "twin REL[ATTR] relations and added to the person where "
+                                          "--attribute-whitelist allows; dropped from the saved model",
+                                   group="bias")
+    attribute_whitelist: str | None = _opt(None, "file of lines REL or REL<TAB>TAIL: triples where a person's "
+                                                 "attribute vectors may be used (implies --attribute-vectors)",
+                                           group="bias")
+    adversarial_weight: float = _opt(1.0, "--debias-method adversarial: weight of the discriminators' loss "
+                                          "against the link loss", group="bias")
     eval_exclude_relations: str | None = _opt(None, "relations whose triples are left out of valid/test for "
                                                     "link prediction (the --debias relations always are)",
                                               group="bias")
@@ -148,6 +160,17 @@ class TrainConfig:
         for name in ("local_cluster", "parts"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 bad(name, "must be a positive integer")
+        if self.attribute_whitelist:
+            self.attribute_vectors = True
+        for name in ("debias_weight", "attribute_vectors"):
+            if getattr(self, name) and not self.debias:
+                bad(name, "only with --debias")
+        if self.debias_method != "kl" and not self.debias:
+            bad("debias_method", "only with --debias")
+        if self.debias_method == "adversarial" and self.attribute_vectors:
+            bad("attribute_vectors", "only with --debias-method kl")
+        if not self.adversarial_weight >= 0:
+            bad("adversarial_weight", "must be >= 0")
         if not self.part_checkpoint_every > 0:
             bad("part_checkpoint_every", "must be > 0")
         return self

@@ -20,6 +20,7 @@ from .config import CLUSTER_FIELDS, TrainConfig
 from .data import KnowledgeGraph
 from .embeddings import Embeddings
 from .kernels.registry import get_model
+from .kernels.attributes import attribute_rows
 from .kernels.sampling import degree_cdf
 from .kernels.step import Tables, step_params
 from .kernels.terms import active_terms
@@ -97,6 +98,8 @@ def make_job(kg: KnowledgeGraph, cfg: TrainConfig, emb: Embeddings) -> Job:
     """The run as engines see it: the step's parameters and extra terms, edges, tables."""
     cdf = degree_cdf(kg.train, kg.n_entities) if cfg.neg_sampling == "degree" else None
     terms, term_params = active_terms(cfg, kg)
+    if "attributes" in terms and cdf is None:  # attribute rows (after the graph's own) are never negatives
+        cdf = np.cumsum(~attribute_rows(kg.entity_names), dtype=np.float64)
     params = step_params(cfg.batch, cfg.neg_chunk, cfg.neg, cdf, cfg.gamma, cfg.lr,
                          cfg.adv_temp if cfg.adv else 0.0, term_params)
     edges = np.ascontiguousarray(kg.train, dtype=np.int32)
@@ -188,6 +191,20 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     emb.known_triples = {split: kg.split(split) for split in ("train", "valid", "test")}  # saved with it
     if init is not None and hasattr(engine, "previous_stats"):
         engine.previous_stats = init.train_stats
-    return run(engine, make_job(kg, cfg, emb), kg, cfg, emb, save=save, checkpoint_every=checkpoint_every,
-               progress=progress, previous=init.train_stats if init is not None else None,
-               on_validation=on_validation)
+    out = run(engine, make_job(kg, cfg, emb), kg, cfg, emb, save=None if graph is not kg else save,
+              checkpoint_every=checkpoint_every, progress=progress,
+              previous=init.train_stats if init is not None else None, on_validation=on_validation)
+    if graph is not kg:  # checkpoints keep the attribute rows (a resume continues them); the model does not
+        from .bias.attributes import strip
+
+        out = strip(out)
+        mine = graph.aligned_to(out.entity_names, out.relation_names)
+        out.known_triples = {split: mine.split(split) for split in ("train", "valid", "test")}
+        if save:
+            out.save(save)
+    return out
+    graph = kg
+    if cfg.attribute_vectors:  # train on the graph with attribute rows and twin relations
+        from .bias.attributes import augment
+
+        kg = augment(kg, cfg)

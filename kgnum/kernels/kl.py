@@ -71,52 +71,91 @@ def _persons_of(ids, mask_row):
     return sel
 
 
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _dot_candidate_backward(Q, N, S, dS, gamma, gN):
+    np.dot(dS.T, Q, gN)
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _l2_candidate_backward(Q, N, S, dS, gamma, gN):
+    # the candidate half of metrics.l2_backward: gN = C^T @ Q - colsum(C) n, C = dS / distance
+    C = np.empty_like(dS)
+    col_sum = np.zeros(S.shape[1], dtype=np.float32)
+    g, eps, zero = np.float32(gamma), np.float32(1e-12), np.float32(0.0)
+    for i in range(S.shape[0]):
+        s, ds, cw = S[i], dS[i], C[i]
+        for j in range(s.shape[0]):
+            dist = g - s[j]
+            w = ds[j] / max(dist, eps) if dist > eps else zero
+            cw[j] = w
+            col_sum[j] += w
+    np.dot(C.T, Q, gN)
+    for j in range(gN.shape[0]):
+        gn, n, w = gN[j], N[j], col_sum[j]
+        for d in range(gn.shape[0]):
+            gn[d] -= w * n[d]
+
+
+def _both_sides_backward(backward):
+    @numba.njit(fastmath=True, nogil=True)
+    def candidate_backward(Q, N, S, dS, gamma, gN):
+        gQ = np.empty_like(Q)
+        backward(Q, N, S, dS, gamma, gQ, gN)
+
+    return candidate_backward
+
+
+# the metric's gradient with respect to the candidates only (the term's queries are frozen);
+# metrics without one here run their full backward and drop the query half
+_CANDIDATE_BACKWARD = {"dot": _dot_candidate_backward, "l2": _l2_candidate_backward}
+
+
 def make_kl_kernel(sf):
     """The term's Numba kernel for score function ``sf``."""
     if sf.metric == "pair":
         return _make_pair_kl(sf)
-    query, query_backward = sf.query, sf.query_backward
-    scores, backward = METRIC_KERNELS[sf.metric][0], METRIC_KERNELS[sf.metric][1]
+    query = sf.query
+    scores = METRIC_KERNELS[sf.metric][0]
+    candidate_backward = _CANDIDATE_BACKWARD.get(sf.metric) or _both_sides_backward(METRIC_KERNELS[sf.metric][1])
 
     @numba.njit(fastmath=True, nogil=True)
     def kl(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
         entity, relation = tables.entity, tables.relation
         penalty = 0.0
         for j in range(p.relations.shape[0]):
+            # the chunk's persons of relation j from both sides in one block: the person is scored
+            # on the side the data puts it, whichever side of the chunk's triple it came from
+            sel_h = _persons_of(heads, p.person_mask[j])
+            sel_t = _persons_of(tails, p.person_mask[j])
+            nh, n = sel_h.shape[0], sel_h.shape[0] + sel_t.shape[0]
+            if n == 0:
+                continue
             m = p.n_values[j]
             V = gather_rows(entity, p.values[j, :m])
-            rj = relation[p.relations[j]]
-            tail = p.person_tail[j] == 1
-            for side in range(2):
-                ids, X, gX = (heads, H, gH) if side == 0 else (tails, T, gT)
-                sel = _persons_of(ids, p.person_mask[j])
-                n = sel.shape[0]
-                if n == 0:
-                    continue
-                P = np.empty((n, X.shape[1]), dtype=np.float32)
-                Rr = np.empty((n, rj.shape[0]), dtype=np.float32)
-                for k in range(n):
-                    P[k] = X[sel[k]]
-                    Rr[k] = rj
-                Q = query(P, Rr, P, tail)  # tail persons: scored against candidate heads (the values)
-                S = np.empty((n, m), dtype=np.float32)
-                scores(Q, V, p.gamma, S)
-                dS = np.empty_like(S)
-                penalty += _kl_grad(S, p.target[j], m, p.weights[j] * scale, dS)
-                gQ = np.empty_like(Q)
-                gV = np.empty_like(V)  # values are frozen for this term: discarded
-                backward(Q, V, S, dS, p.gamma, gQ, gV)
-                gP = np.zeros_like(P)
-                g_other = np.zeros_like(P)
-                g_rel = np.zeros_like(Rr)  # relations frozen too
-                if tail:
-                    query_backward(gQ, P, Rr, P, True, g_other, g_rel, gP)
-                else:
-                    query_backward(gQ, P, Rr, P, False, gP, g_rel, g_other)
-                for k in range(n):
-                    row, g = gX[sel[k]], gP[k]
-                    for c in range(row.shape[0]):
-                        row[c] += g[c]
+            Rm = np.empty((m, relation.shape[1]), dtype=np.float32)
+            for i in range(m):
+                Rm[i] = relation[p.relations[j]]
+            P = np.empty((n, H.shape[1]), dtype=np.float32)
+            for k in range(n):
+                # the person's own row from the table: chunk rows may carry attribute vectors
+                P[k] = entity[heads[sel_h[k]]] if k < nh else entity[tails[sel_t[k - nh]]]
+            # the values are the queries and the persons the candidates: one query row per value
+            # (m of them, not n), and the metric's candidate gradient is the persons' gradient
+            person_tail = p.person_tail[j] == 1
+            Q = query(V, Rm, V, not person_tail)
+            St = np.empty((m, n), dtype=np.float32)
+            scores(Q, P, p.gamma, St)
+            S = np.ascontiguousarray(St.T)
+            dS = np.empty_like(S)
+            penalty += _kl_grad(S, p.target[j], m, p.weights[j] * scale, dS)
+            dSt = np.ascontiguousarray(dS.T)
+            gP = np.empty_like(P)
+            candidate_backward(Q, P, St, dSt, p.gamma, gP)  # relations and values are frozen for this term
+            for k in range(n):
+                row = gH[sel_h[k]] if k < nh else gT[sel_t[k - nh]]
+                g = gP[k]
+                for c in range(row.shape[0]):
+                    row[c] += g[c]
         ent_rows, ent_grads = no_rows(H.shape[1])
         rel_rows, rel_grads = no_rows(R.shape[1])
         return penalty, ent_rows, ent_grads, rel_rows, rel_grads
@@ -139,27 +178,28 @@ def _make_pair_kl(sf):
             g_rel = np.zeros_like(rj)
             g_val = np.zeros(V.shape[1], dtype=np.float32)
             for side in range(2):
-                ids, X, gX = (heads, H, gH) if side == 0 else (tails, T, gT)
+                ids, gX = (heads, gH) if side == 0 else (tails, gT)
                 sel = _persons_of(ids, p.person_mask[j])
                 n = sel.shape[0]
                 if n == 0:
                     continue
                 S = np.empty((n, m), dtype=np.float32)
-                scratch = np.zeros(X.shape[1], dtype=np.float32)
+                scratch = np.zeros(H.shape[1], dtype=np.float32)
+                P = gather_rows(entity, ids[sel])  # the persons' own rows (see the query-form kernel)
                 for k in range(n):
                     for i in range(m):
                         if tail:
-                            S[k, i] = pair(V[i], rj, X[sel[k]], p.gamma, 0.0, g_val, g_rel, scratch)
+                            S[k, i] = pair(V[i], rj, P[k], p.gamma, 0.0, g_val, g_rel, scratch)
                         else:
-                            S[k, i] = pair(X[sel[k]], rj, V[i], p.gamma, 0.0, scratch, g_rel, g_val)
+                            S[k, i] = pair(P[k], rj, V[i], p.gamma, 0.0, scratch, g_rel, g_val)
                 dS = np.empty_like(S)
                 penalty += _kl_grad(S, p.target[j], m, p.weights[j] * scale, dS)
                 for k in range(n):
                     for i in range(m):
                         if tail:
-                            pair(V[i], rj, X[sel[k]], p.gamma, dS[k, i], g_val, g_rel, gX[sel[k]])
+                            pair(V[i], rj, P[k], p.gamma, dS[k, i], g_val, g_rel, gX[sel[k]])
                         else:
-                            pair(X[sel[k]], rj, V[i], p.gamma, dS[k, i], gX[sel[k]], g_rel, g_val)
+                            pair(P[k], rj, V[i], p.gamma, dS[k, i], gX[sel[k]], g_rel, g_val)
         ent_rows, ent_grads = no_rows(H.shape[1])
         rel_rows, rel_grads = no_rows(R.shape[1])
         return penalty, ent_rows, ent_grads, rel_rows, rel_grads
@@ -178,11 +218,11 @@ def make_kl_reference(sf):
             r = relation[p.relations[j]][None, None, :]
             G = p.target[j, :m].astype(np.float64)
             tail = bool(p.person_tail[j])
-            for ids, X, gX in ((heads, H, gH), (tails, T, gT)):
+            for ids, gX in ((heads, gH), (tails, gT)):
                 sel = np.flatnonzero(p.person_mask[j][ids])
                 if sel.size == 0:
                     continue
-                P = X[sel].astype(np.float64)[:, None, :]
+                P = entity[ids[sel]][:, None, :]  # the persons' own rows, not the chunk's (attributes)
                 S = sf.score(V, r, P, float(p.gamma)) if tail else sf.score(P, r, V, float(p.gamma))
                 S = np.broadcast_to(S, (sel.size, m))
                 log_q = S - S.max(1, keepdims=True)

@@ -1,7 +1,8 @@
 """The training step every engine runs, built once per score function and set of loss terms.
 
     sample a chunk of positives -> share negatives across the chunk
-    gather rows (h, r, t, negs) -> score + loss + gradients (score function)
+    gather rows (h, r, t, negs) -> terms' prepare (attribute vectors added to rows)
+                                -> score + loss + gradients (score function)
                                 -> extra loss terms on the same rows (kernels.terms)
     scatter: sparse row-Adagrad update of exactly the touched rows
 
@@ -29,7 +30,7 @@ from .metrics import METRIC_KERNELS
 from .optim import adagrad_accumulate, adagrad_apply
 from .registry import ScoreFunction, get_model
 from .sampling import sample_negatives
-from .terms import compose
+from .terms import compose, compose_prepare
 
 
 class Tables(NamedTuple):
@@ -174,6 +175,7 @@ def train_kernel(model: str, terms: tuple[str, ...] = ()):
     """
     rows_kernel = _rows_kernel(model)
     extra = compose(get_model(model).name, tuple(terms))
+    prepare = compose_prepare(tuple(terms))
 
     @numba.njit(fastmath=True, nogil=True)
     def train_range(tables, edges, order, start, stop, params, chunk_index):
@@ -199,6 +201,7 @@ def train_kernel(model: str, terms: tuple[str, ...] = ()):
                 negs = sample_negatives(n_entities, n_neg, params.neg_cdf)
                 H, R = gather_rows(entity, heads), gather_rows(relation, rels)
                 T, N = gather_rows(entity, tails), gather_rows(entity, negs)
+                prepare(params.terms, tables, heads, rels, tails, H, T)
                 loss, gH, gR, gT, gN = rows_kernel(H, R, T, N, chunk_index % 2 == 1, params.gamma,
                                                    params.adv_temp, scale)
                 penalty, ent_rows, ent_grads, rel_rows, rel_grads = extra(

@@ -28,8 +28,16 @@ one ``LossTerm`` entry:
   parameters over a table whose row i is entity ``gids[i]`` (``local_of``
   maps global ids of needed rows to row numbers).
 
+* ``prepare`` / ``prepare_reference`` (optional): a Numba function ``(p, tables,
+  heads, rels, tails, H, T)`` the step calls on the gathered rows *before*
+  the model's step, which may edit those copies in place (attribute vectors
+  add a person's attribute rows there); the term's own kernel then sees the
+  gradients with respect to the edited rows. Terms run in registry order, so
+  a term that forwards the link gradient (attributes) comes first.
+
 ``active_terms(config, kg)`` picks the terms a run uses; ``compose(model,
-names)`` fuses them into one Numba function the step calls once per chunk.
+names)`` fuses them into one Numba function the step calls once per chunk,
+``compose_prepare(names)`` their prepare kernels.
 Adding a term touches neither a model module nor an engine.
 """
 from __future__ import annotations
@@ -53,6 +61,8 @@ class LossTerm:
     params: Callable
     needs: Callable | None = None
     localize: Callable | None = None
+    prepare: Callable | None = None  # Numba (p, tables, heads, rels, tails, H, T): edits H / T before the step
+    prepare_reference: Callable | None = None
 
 
 TERMS: dict[str, LossTerm] = {}
@@ -72,6 +82,14 @@ def active_terms(config, kg=None) -> tuple[tuple[str, ...], tuple]:
             names.append(term.name)
             params.append(p)
     return tuple(names), tuple(params)
+
+
+# -- attribute vectors (kernels/attributes.py): first, so that its gradient is the link loss's -----
+from .attributes import (attribute_localize, attribute_needs, attribute_params, attributes_kernel,  # noqa: E402
+                         attributes_reference, prepare, prepare_reference)
+
+register_term(LossTerm("attributes", lambda sf: attributes_kernel, lambda sf: attributes_reference,
+                       attribute_params, attribute_needs, attribute_localize, prepare, prepare_reference))
 
 
 # -- the regularizer: coef * sum |x|^norm over the chunk's h, r, t rows ----------
@@ -165,6 +183,32 @@ def compose(model: str, names: tuple[str, ...]):
         return pen_a + pen_b, ent_rows, ent_grads, rel_rows, rel_grads
 
     return terms
+
+
+@functools.lru_cache(maxsize=None)
+def compose_prepare(names: tuple[str, ...]):
+    """One Numba function ``(p, tables, heads, rels, tails, H, T)`` running the ``prepare``
+    kernels of the terms ``names`` (``p``: their parameters, as for ``compose``) in order."""
+    if not names:
+        @numba.njit(nogil=True)
+        def nothing(p, tables, heads, rels, tails, H, T):
+            pass
+
+        return nothing
+    first, rest = TERMS[names[0]].prepare, compose_prepare(names[1:])
+    if first is None:
+        @numba.njit(nogil=True)
+        def skip_first(p, tables, heads, rels, tails, H, T):
+            rest(p[1:], tables, heads, rels, tails, H, T)
+
+        return skip_first
+
+    @numba.njit(nogil=True)
+    def both(p, tables, heads, rels, tails, H, T):
+        first(p[0], tables, heads, rels, tails, H, T)
+        rest(p[1:], tables, heads, rels, tails, H, T)
+
+    return both
 
 
 def compose_reference(model: str, names: tuple[str, ...]):
