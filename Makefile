@@ -9,10 +9,12 @@ export KGNUM_DATA_DIR
 
 .PHONY: venv demo test bench bench-peers clean
 
+# torch pinned to the release whose CPU build is at hand: a plain 'torch' resolves to the CUDA build
+# and its gigabytes of libraries, which --debias-method adversarial does not use
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,tune,bias,plot,cluster,parquet]'
+	$(PY) -m pip install -q -e '.[test,tune,bias,plot,cluster,parquet,adversarial]' 'torch==2.13.0'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -73,7 +73,10 @@ class Embeddings:
 
     entity (n_entities, dim) float32, relation (n_relations, relation_dim)
     float32; entity_state / relation_state (n_rows,) float32 are the Adagrad
-    accumulators kept for resuming. ``config`` is the TrainConfig as a dict.
+    accumulators kept for resuming. ``config`` is the TrainConfig as a dict. ``views``: named
+    other entity tables of the same shape that the training engine produced with these (the
+    adversarial baseline's "[s] REL" views, ``kgnum.bias.adversarial``), saved with the model;
+    ``view(name)`` is the model with one of them as its entity table.
     """
 
     def __init__(self, model: str, entity: np.ndarray, relation: np.ndarray, config: dict,
@@ -91,6 +94,7 @@ class Embeddings:
         self.relation_state = relation_state if relation_state is not None else np.zeros(n_r, np.float32)
         self.train_stats = dict(train_stats or {})
         self.known_triples = None  # {"train", "valid", "test"}: (n, 3) int32 in this model's ids, if saved
+        self.views: dict[str, np.ndarray] = {}
         self._filters = {}
         self._entity_index = None
         self._relation_index = None
@@ -100,6 +104,16 @@ class Embeddings:
         ``kernels.step.Tables``; Adagrad state None: zeros), not copied."""
         emb = Embeddings(self.model, tables.entity, tables.relation, self.config, self.entity_names,
                          self.relation_names, tables.entity_state, tables.relation_state, train_stats)
+        emb.known_triples = self.known_triples
+        return emb
+
+    def view(self, name: str) -> "Embeddings":
+        """The same model with the entity table of view ``name`` (one of ``views``), not copied."""
+        if name not in self.views:
+            known = ", ".join(self.views) or "none"
+            raise ValueError(f"view {name!r}: this model has no such view (its views: {known})")
+        emb = Embeddings(self.model, self.views[name], self.relation, self.config, self.entity_names,
+                         self.relation_names, self.entity_state, self.relation_state, self.train_stats)
         emb.known_triples = self.known_triples
         return emb
 
@@ -436,11 +450,15 @@ class Embeddings:
                 np.save(os.path.join(tmp, f"{name}.npy"), getattr(self, name))
             if self.known_triples is not None:
                 np.savez(os.path.join(tmp, "known_triples.npz"), **self.known_triples)
+            if self.views:  # names in config.json, arrays by position (any string may name a view)
+                np.savez(os.path.join(tmp, "views.npz"), *self.views.values())
             write_names(os.path.join(tmp, "entities.tsv"), self.entity_names)
             write_names(os.path.join(tmp, "relations.tsv"), self.relation_names)
             meta = {"format_version": FORMAT_VERSION, "model": self.model, "dim": self.dim,
                     "n_entities": self.n_entities, "n_relations": int(self.relation.shape[0]),
                     "config": self.config, "train_stats": self.train_stats}
+            if self.views:
+                meta["views"] = list(self.views)
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 json.dump(meta, f, indent=2, default=_json_default)
                 f.flush()
@@ -490,4 +508,10 @@ def load(path: str) -> Embeddings:
     if os.path.exists(known):
         with np.load(known) as f:
             emb.known_triples = {k: f[k] for k in f.files}
+    if meta.get("views"):
+        file = os.path.join(path, "views.npz")
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"{file}: missing from saved model (config.json names its views)")
+        with np.load(file) as f:
+            emb.views = {name: f[f"arr_{i}"] for i, name in enumerate(meta["views"])}
     return emb

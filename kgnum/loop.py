@@ -90,7 +90,8 @@ class Engine(Protocol):
     backend: str  # "cpu", "gpu", "dask"
     workers: int
     # optional: call_seconds, the engine's target duration of one advance (default CALL_SECONDS);
-    # epoch_log, per-epoch records an engine adds to TrainStats.engine_log
+    # epoch_log, per-epoch records an engine adds to TrainStats.engine_log; views(), named other
+    # entity tables of the last snapshot (same shape), kept with it as ``Embeddings.views``
     worker_steps: list  # steps done by each worker so far
 
     def open(self, job: Job) -> None:
@@ -310,7 +311,7 @@ class Validator:
         if metrics["mrr"] > self.best_mrr:
             self.best_mrr = metrics["mrr"]
             self.best_step = steps_done
-            self.best_tables = (emb.entity, emb.relation)
+            self.best_tables = (emb.entity, emb.relation, emb.views)
             self.bad_rounds = 0
             return stop
         self.bad_rounds += 1
@@ -439,7 +440,11 @@ class _Run:
         tables = self.engine.snapshot(with_state)
         if not (np.isfinite(tables.entity).all() and np.isfinite(tables.relation).all()):
             raise self.diverged("the tables hold NaN or inf")
-        return self.emb.with_tables(tables)
+        emb = self.emb.with_tables(tables)
+        views = getattr(self.engine, "views", None)
+        if views is not None:  # taken with this snapshot: they follow it through validation and saves
+            emb.views = dict(views())
+        return emb
 
     def finish_stats(self, final: bool) -> TrainStats:
         """The record so far: this leg's counters added to the earlier legs'."""
@@ -563,7 +568,7 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
     stats = r.finish_stats(final=True)
     v = r.validator
     if v.best_tables is not None:
-        final.entity, final.relation = v.best_tables
+        final.entity, final.relation, final.views = v.best_tables
         stats.restored_best = v.best_step != stats.steps  # both count over every leg
         if stats.restored_best:
             log.info("kept the best validated tables: step %d, valid MRR %.4f", v.best_step, v.best_mrr)

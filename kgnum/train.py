@@ -111,7 +111,22 @@ def make_job(kg: KnowledgeGraph, cfg: TrainConfig, emb: Embeddings) -> Job:
 
 def make_engine(cfg: TrainConfig, kg: KnowledgeGraph | None = None, client=None) -> Engine:
     """The engine of ``cfg.backend``; a clear error when it is not available. ``kg``: the graph (the
-    dask engine partitions it); ``client``: a ``distributed.Client`` for the dask engine."""
+    dask engine partitions it); ``client``: a ``distributed.Client`` for the dask engine.
+    ``--debias-method adversarial`` has its own engine (``kgnum.bias.adversarial``, PyTorch)."""
+    if cfg.debias and cfg.debias_method == "adversarial":
+        if cfg.backend != "cpu":
+            raise ValueError(f"--backend {cfg.backend}: --debias-method adversarial trains in this process; "
+                             f"use --backend cpu")
+        try:
+            from .bias.adversarial import AdversarialEngine
+        except ModuleNotFoundError as e:
+            if e.name is not None and e.name.split(".")[0] == "torch":
+                raise ValueError("--debias-method adversarial: needs PyTorch, which is not installed "
+                                 "(pip install 'kgnum[adversarial]')") from None
+            raise
+        if cfg.workers != 1:
+            log.info("--debias-method adversarial trains with one worker (--workers %d ignored)", cfg.workers)
+        return AdversarialEngine(cfg, kg)
     if cfg.backend == "cpu":
         if cfg.workers == 1:
             from .local import InProcessEngine
@@ -180,6 +195,11 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     cfg = resolve_config(model, options, init)
     if kg.train.shape[0] == 0:
         raise ValueError("the training split is empty")
+    graph = kg
+    if cfg.attribute_vectors:  # train on the graph with attribute rows and twin relations
+        from .bias.attributes import augment
+
+        kg = augment(kg, cfg)
     if init is not None:
         init = grown(init, kg, cfg)
         kg = kg.aligned_to(init.entity_names, init.relation_names)
@@ -203,8 +223,3 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
         if save:
             out.save(save)
     return out
-    graph = kg
-    if cfg.attribute_vectors:  # train on the graph with attribute rows and twin relations
-        from .bias.attributes import augment
-
-        kg = augment(kg, cfg)
