@@ -5,26 +5,31 @@
     python bench/bench_bias.py --dataset planted --model TransE_l2 --dim 64 --epochs 100 \\
         --sensitive gender,member_of --weights gender=2,member_of=5 --values male,female --target profession
 
-Conditions: ``basic`` (no debiasing) and ``kl`` (``--debias`` on every sensitive
-relation). Attribute vectors and the adversarial baseline are not built yet and
-are not in the table. Every run trains the same model, dim and number of epochs
+Conditions (``--conditions``, all by default): ``basic`` (no debiasing), ``kl``
+(``--debias`` on every sensitive relation), ``kl+attr`` (the same with attribute
+vectors and an attribute whitelist: ``--whitelist FILE``, or on FB15k-237 by default
+the award relations' tails whose persons are >= 95% one value of the first sensitive
+relation, written to bench/out/), and ``adversarial`` (``--debias-method
+adversarial``, measured twice: "[a]" with every filter, "[s]" with only the measured
+relation's filter). Every run trains the same model, dim and number of epochs
 (no early stopping, so the epochs are equal), then is measured like
 ``kgnum bias measure``: filtered test MRR with the sensitive triples left out,
 the difference in scores D per sensitive relation, the probe's accuracy minus
 the majority rate, and seconds per epoch with its ratio to basic (same run of
-this script). Mean over seeds, and the per-target B_p chart of basic and kl
-side by side (``--plot``).
+this script). Mean over seeds, and the per-target B_p chart of basic and
+kl+attr side by side (``--plot``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
 
 import kgnum
-from kgnum.bias.measure import difference_in_scores, probe, sensitive_relation, target_bias
+from kgnum.bias.measure import difference_in_scores, probe, read_names, sensitive_relation, target_bias
 
 FB_SENSITIVE = ["/people/person/gender", "/people/person/religion", "/people/person/nationality",
                 "/people/ethnicity/people"]
@@ -38,17 +43,42 @@ def load(name: str):
     return kgnum.load_dataset(name)
 
 
-def measure(emb, kg, relations, values, target):
+def measure(emb, kg, relations, values, target, view=None):
+    """``view``: "[s]" measures each relation on the model's view with only its own filter."""
     out = {"mrr": kgnum.evaluate(emb, kg, exclude_relations=relations)["mrr"], "D": {}, "probe": {}}
     for rel in relations:
         s = sensitive_relation(kg, rel)
-        out["D"][rel] = difference_in_scores(emb, s)
-        pr = probe(emb, s)
+        e = emb.view(f"[s] {rel}") if view == "[s]" else emb
+        out["D"][rel] = difference_in_scores(e, s)
+        pr = probe(e, s)
         out["probe"][rel] = pr["accuracy"] - pr["majority"]
     if values and target:
         s = sensitive_relation(kg, relations[0])
         out["targets"] = target_bias(emb, kg, s, values[0], values[1], target)
     return out
+
+
+def gendered_tails(kg, sensitive: str, containing: str, purity: float = 0.95, min_persons: int = 10):
+    """(relation, tail) pairs of relations whose name contains ``containing`` where the tail's
+    persons (of ``sensitive``) are >= ``purity`` one value: where the attribute is part of the
+    fact (an award for actresses). Written as an --attribute-whitelist."""
+    s = sensitive_relation(kg, sensitive)
+    value_of = dict(zip(s.persons.tolist(), s.values.tolist()))
+    pairs = []
+    for rel in [r for r in range(kg.n_relations) if containing in str(kg.relation_names[r])]:
+        tr = kg.train[kg.train[:, 1] == rel]
+        for side, other in ((0, 2), (2, 0)):  # the person on either side, the fact's object on the other
+            by_tail: dict[int, list] = {}
+            for row in tr:
+                if int(row[side]) in value_of:
+                    by_tail.setdefault(int(row[other]), []).append(value_of[int(row[side])])
+            for tail, vals in by_tail.items():
+                if side == 0 and len(vals) >= min_persons and np.bincount(vals).max() >= purity * len(vals):
+                    pairs.append((str(kg.relation_names[rel]), str(kg.entity_names[tail])))
+    return sorted(set(pairs))
+
+
+CONDITIONS = ("basic", "kl", "kl+attr", "adversarial")
 
 
 def main():
@@ -59,70 +89,101 @@ def main():
     parser.add_argument("--epochs", type=float, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--sensitive", default=",".join(FB_SENSITIVE))
-    parser.add_argument("--weights", default=None, help="--debias-weight of the kl condition")
+    parser.add_argument("--weights", default=None, help="--debias-weight of the kl conditions")
+    parser.add_argument("--adversarial-weight", type=float, default=None)
+    parser.add_argument("--whitelist", help="--attribute-whitelist of kl+attr (default on FB15k-237: award tails "
+                                            "whose persons are >= 95%% one value of the first sensitive relation)")
     parser.add_argument("--values", default="/m/05zppz,/m/02zsn")
     parser.add_argument("--target", default="/people/person/profession")
     parser.add_argument("--json", help="write every run's figures here")
-    parser.add_argument("--plot", help="B_p of basic and kl side by side (PNG)")
+    parser.add_argument("--plot", help="B_p of basic and kl+attr side by side (PNG)")
     args = parser.parse_args()
 
     kg = load(args.dataset)
     relations = [r for r in args.sensitive.split(",") if r]
     values = args.values.split(",") if args.values else None
+    whitelist = args.whitelist
+    if "kl+attr" in args.conditions and whitelist is None:
+        pairs = gendered_tails(kg, relations[0], "award")
+        whitelist = "bench/out/whitelist_%s.tsv" % kg.name.replace("/", "_")
+        with open(whitelist, "w") as f:
+            f.writelines(f"{r}\t{t}\n" for r, t in pairs)
+        print(f"attribute whitelist: {len(pairs)} (relation, tail) pairs -> {whitelist}")
     runs = []
     for seed in args.seeds:
-        for condition in ("basic", "kl"):
-            extra = dict(debias=args.sensitive, debias_weight=args.weights) if condition == "kl" else {}
+        for condition in args.conditions:
+            extra = {}
+            if condition != "basic":
+                extra = dict(debias=args.sensitive)
+            if condition in ("kl", "kl+attr"):
+                extra["debias_weight"] = args.weights
+            if condition == "kl+attr":
+                extra["attribute_whitelist"] = whitelist
+            if condition == "adversarial":
+                extra["debias_method"] = "adversarial"
+                if args.adversarial_weight is not None:
+                    extra["adversarial_weight"] = args.adversarial_weight
             emb = kgnum.train(kg, args.model, dim=args.dim, epochs=args.epochs, valid_every=0, seed=seed,
                               workers=args.workers, progress=False, **extra)
             s = emb.train_stats
-            m = measure(emb, kg, relations, values, args.target)
-            runs.append({"seed": seed, "condition": condition, "seconds_per_epoch": s["train_seconds"] / args.epochs,
-                         **m})
-            print(f"seed {seed} {condition:5s}: MRR {m['mrr']:.4f}, "
-                  + ", ".join(f"D {r.split('/')[-1]} {d:.3f}" for r, d in m["D"].items())
-                  + f", {s['train_seconds'] / args.epochs:.2f} s/epoch", flush=True)
+            for name, view in ((condition, None),) + ((("adversarial [s]", "[s]"),) if condition == "adversarial"
+                                                       else ()):
+                name = "adversarial [a]" if name == "adversarial" else name
+                m = measure(emb, kg, relations, values if view is None else None, args.target, view)
+                runs.append({"seed": seed, "condition": name,
+                             "seconds_per_epoch": s["train_seconds"] / args.epochs, **m})
+                print(f"seed {seed} {name:15s}: MRR {m['mrr']:.4f}, "
+                      + ", ".join(f"D {r.split('/')[-1]} {d:.3f}" for r, d in m["D"].items())
+                      + ", " + ", ".join(f"probe-maj {r.split('/')[-1]} {d:+.3f}" for r, d in m["probe"].items())
+                      + f", {s['train_seconds'] / args.epochs:.2f} s/epoch", flush=True)
 
     def mean(condition, key, rel=None):
         vals = [r[key][rel] if rel else r[key] for r in runs if r["condition"] == condition]
         return float(np.mean(vals))
 
+    shown = list(dict.fromkeys(r["condition"] for r in runs))
     print(f"\n{kg.name}, {args.model} dim {args.dim}, {args.epochs:g} epochs, seeds {args.seeds} (means)")
-    head = f"{'condition':10s} {'MRR':>7s}" + "".join(f" {'D ' + r.split('/')[-1][:10]:>14s}" for r in relations)
+    head = f"{'condition':16s} {'MRR':>7s}" + "".join(f" {'D ' + r.split('/')[-1][:10]:>14s}" for r in relations)
     head += "".join(f" {'probe-maj ' + r.split('/')[-1][:6]:>17s}" for r in relations) + f" {'s/epoch':>8s} {'ratio':>6s}"
     print(head)
-    base_time = mean("basic", "seconds_per_epoch")
-    for condition in ("basic", "kl"):
-        line = f"{condition:10s} {mean(condition, 'mrr'):7.4f}"
+    base_time = mean("basic", "seconds_per_epoch") if "basic" in shown else float("nan")
+    for condition in shown:
+        line = f"{condition:16s} {mean(condition, 'mrr'):7.4f}"
         line += "".join(f" {mean(condition, 'D', r):14.3f}" for r in relations)
         line += "".join(f" {mean(condition, 'probe', r):17.3f}" for r in relations)
         t = mean(condition, "seconds_per_epoch")
         print(line + f" {t:8.3f} {t / base_time:5.2f}x")
-    print("ratios kl/basic: MRR {:.3f}; ".format(mean("kl", "mrr") / mean("basic", "mrr"))
-          + ", ".join(f"D {r.split('/')[-1]} {mean('kl', 'D', r) / mean('basic', 'D', r):.3f}" for r in relations))
+    if "basic" in shown:
+        for condition in shown[1:]:
+            print(f"ratios {condition}/basic: MRR {mean(condition, 'mrr') / mean('basic', 'mrr'):.3f}; "
+                  + ", ".join(f"D {r.split('/')[-1]} {mean(condition, 'D', r) / mean('basic', 'D', r):.3f}"
+                              for r in relations))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1, default=float)
     if args.plot and values:
-        _plot(runs, args.plot)
+        names_file = os.path.join(kg.source or "", "entity_names.tsv")
+        names = read_names(names_file) if kg.source and os.path.exists(names_file) else {}
+        _plot(runs, args.plot, [c for c in ("basic", "kl+attr" if "kl+attr" in shown else "kl") if c in shown], names)
 
 
-def _plot(runs, path):
+def _plot(runs, path, conditions, names):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     first = {r["condition"]: r["targets"] for r in runs if "targets" in r and r["seed"] == runs[0]["seed"]}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6), sharex=True)
-    for ax, condition in zip(axes, ("basic", "kl")):
+    fig, axes = plt.subplots(1, len(conditions), figsize=(6 * len(conditions), 6), sharex=True, squeeze=False)
+    for ax, condition in zip(axes[0], conditions):
         rows = first[condition]["targets"]
         shown = rows[:10] + rows[-10:]
         ax.barh(range(len(shown))[::-1], [r["bias"] for r in shown],
                 color=["tab:blue" if r["bias"] > 0 else "tab:red" for r in shown])
-        ax.set_yticks(range(len(shown))[::-1], [r["entity"] for r in shown], fontsize=7)
-        ax.set_title(f"{condition}: B_p")
+        ax.set_yticks(range(len(shown))[::-1], [names.get(r["entity"], r["entity"]) for r in shown], fontsize=7)
+        ax.set_title(f"{condition}: B_p (top: most toward the first value)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -46,6 +46,7 @@ def variants(model: str) -> dict[str, dict]:
     out["no adv"] = {"adv": False}
     if bilinear:
         out["no reg"] = {"reg_coef": 0.0}
+        out["reg x0.1"] = {"reg_coef": d["reg_coef"] * 0.1}
     return out
 
 
@@ -54,6 +55,7 @@ def main():
     parser.add_argument("--models", nargs="+", default=list(HEADLINE) + ["TransE_l1", "RESCAL", "SimplE", "TransR"])
     parser.add_argument("--graphs", nargs="+", default=list(GRAPHS))
     parser.add_argument("--seconds", type=float, default=10.0, help="training budget of each run")
+    parser.add_argument("--variants", nargs="+", help="only these variants (names as in the table; default: all)")
     parser.add_argument("--json", help="write every run's figures here")
     args = parser.parse_args()
 
@@ -64,6 +66,8 @@ def main():
         for model in args.models:
             results = {}
             for vname, over in variants(model).items():
+                if args.variants and vname != "default" and vname not in args.variants:
+                    continue
                 t0 = time.perf_counter()
                 emb = kgnum.train(kg, model, time_budget=args.seconds, workers=1, progress=False, **over)
                 test = kgnum.evaluate(emb, kg)["mrr"]

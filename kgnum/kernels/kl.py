@@ -121,46 +121,93 @@ def make_kl_kernel(sf):
     @numba.njit(fastmath=True, nogil=True)
     def kl(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
         entity, relation = tables.entity, tables.relation
-        penalty = 0.0
-        for j in range(p.relations.shape[0]):
-            # the chunk's persons of relation j from both sides in one block: the person is scored
-            # on the side the data puts it, whichever side of the chunk's triple it came from
-            sel_h = _persons_of(heads, p.person_mask[j])
-            sel_t = _persons_of(tails, p.person_mask[j])
-            nh, n = sel_h.shape[0], sel_h.shape[0] + sel_t.shape[0]
-            if n == 0:
-                continue
+        ent_rows, ent_grads = no_rows(H.shape[1])
+        rel_rows, rel_grads = no_rows(R.shape[1])
+        # every place a person of any sensitive relation takes in the chunk, heads then tails;
+        # a person is scored on the side the data puts it, whichever side of the chunk it is on
+        pos = _person_positions(heads, tails, p.person_mask)
+        n = pos.shape[0]
+        if n == 0:
+            return 0.0, ent_rows, ent_grads, rel_rows, rel_grads
+        c = heads.shape[0]
+        ids = np.empty(n, dtype=np.int64)
+        for k in range(n):
+            ids[k] = heads[pos[k]] if pos[k] < c else tails[pos[k] - c]
+        P = gather_rows(entity, ids)  # the persons' own rows: chunk rows may carry attribute vectors
+        # the values of every relation as one block of query rows (the person the candidate): one
+        # product scores all of them, the metric's candidate gradient is the persons' gradient
+        J = p.relations.shape[0]
+        offset = np.zeros(J + 1, dtype=np.int64)
+        for j in range(J):
+            offset[j + 1] = offset[j] + p.n_values[j]
+        Q = np.empty((0, 0), dtype=np.float32)  # (values, query width): the width is the model's
+        for j in range(J):
             m = p.n_values[j]
             V = gather_rows(entity, p.values[j, :m])
             Rm = np.empty((m, relation.shape[1]), dtype=np.float32)
             for i in range(m):
                 Rm[i] = relation[p.relations[j]]
-            P = np.empty((n, H.shape[1]), dtype=np.float32)
-            for k in range(n):
-                # the person's own row from the table: chunk rows may carry attribute vectors
-                P[k] = entity[heads[sel_h[k]]] if k < nh else entity[tails[sel_t[k - nh]]]
-            # the values are the queries and the persons the candidates: one query row per value
-            # (m of them, not n), and the metric's candidate gradient is the persons' gradient
-            person_tail = p.person_tail[j] == 1
-            Q = query(V, Rm, V, not person_tail)
-            St = np.empty((m, n), dtype=np.float32)
-            scores(Q, P, p.gamma, St)
-            S = np.ascontiguousarray(St.T)
-            dS = np.empty_like(S)
-            penalty += _kl_grad(S, p.target[j], m, p.weights[j] * scale, dS)
-            dSt = np.ascontiguousarray(dS.T)
-            gP = np.empty_like(P)
-            candidate_backward(Q, P, St, dSt, p.gamma, gP)  # relations and values are frozen for this term
-            for k in range(n):
-                row = gH[sel_h[k]] if k < nh else gT[sel_t[k - nh]]
-                g = gP[k]
-                for c in range(row.shape[0]):
-                    row[c] += g[c]
-        ent_rows, ent_grads = no_rows(H.shape[1])
-        rel_rows, rel_grads = no_rows(R.shape[1])
+            Qj = query(V, Rm, V, p.person_tail[j] == 0)
+            if j == 0:
+                Q = np.empty((offset[J], Qj.shape[1]), dtype=np.float32)
+            Q[offset[j]:offset[j + 1]] = Qj
+        S = np.empty((offset[J], n), dtype=np.float32)
+        scores(Q, P, p.gamma, S)
+        dS = np.zeros_like(S)  # zero where the candidate is not a person of that block's relation
+        penalty = 0.0
+        for j in range(J):
+            penalty += _kl_grad_columns(S, dS, offset[j], p.n_values[j], ids, p.person_mask[j], p.target[j],
+                                        p.weights[j] * scale)
+        gP = np.empty_like(P)
+        candidate_backward(Q, P, S, dS, p.gamma, gP)  # relations and values are frozen for this term
+        for k in range(n):
+            row = gH[pos[k]] if pos[k] < c else gT[pos[k] - c]
+            g = gP[k]
+            for d in range(row.shape[0]):
+                row[d] += g[d]
         return penalty, ent_rows, ent_grads, rel_rows, rel_grads
 
     return kl
+
+
+@numba.njit(cache=True, nogil=True)
+def _person_positions(heads, tails, masks):
+    """Positions (i for heads[i], c + i for tails[i]) whose entity is a person of any relation."""
+    c = heads.shape[0]
+    out = np.empty(2 * c, dtype=np.int64)
+    n = 0
+    for k in range(2 * c):
+        e = heads[k] if k < c else tails[k - c]
+        for j in range(masks.shape[0]):
+            if masks[j, e]:
+                out[n] = k
+                n += 1
+                break
+    return out[:n]
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+def _kl_grad_columns(S, dS, start, m, ids, mask, target, weight):
+    """For every column k whose person is in ``mask``: dS[start:start+m, k] = weight * (softmax -
+    G) of S[start:start+m, k]; returns weight * the sum of those columns' KL(G || softmax)."""
+    total = 0.0
+    for k in range(S.shape[1]):
+        if not mask[ids[k]]:
+            continue
+        top = S[start, k]
+        for i in range(1, m):
+            top = max(top, S[start + i, k])
+        z = 0.0
+        for i in range(m):
+            z += math.exp(S[start + i, k] - top)
+        log_z = math.log(z) + top
+        for i in range(m):
+            q = math.exp(S[start + i, k] - log_z)
+            g = target[i]
+            if g > 0:
+                total += g * (math.log(g) - (S[start + i, k] - log_z))
+            dS[start + i, k] = weight * (q - g)
+    return weight * total
 
 
 def _make_pair_kl(sf):
@@ -285,7 +332,7 @@ def sensitive_triples(kg, name: str, flag: str, person_side: str | None = None, 
 
 def kl_params(config, kg) -> KLParams | None:
     """The term's parameters from ``--debias``, ``--debias-top-m``, ``--debias-weight`` and the graph."""
-    if not getattr(config, "debias", None) or kg is None:
+    if not getattr(config, "debias", None) or getattr(config, "debias_method", "kl") != "kl" or kg is None:
         return None
     relations = [r for r in config.debias.split(",") if r]
     weights = parse_weights(config.debias_weight, relations)
