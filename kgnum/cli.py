@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     bm = bsub.add_parser("measure", help="difference in scores and probe accuracy per sensitive relation; "
                          "per-target bias B_p with --values and --target")
     bm.add_argument("--load", required=True, help="saved model directory")
+    bm.add_argument("--view", help="measure this entity table of the model instead of its own (the adversarial baseline saves "
+                    "'[s] REL' views: one relation's filter only)")
     _data_args(bm)
     bm.add_argument("--sensitive", required=True, help="sensitive relation(s), comma-separated")
     bm.add_argument("--values", help="two values A,B of the first sensitive relation for B_p (e.g. male,female)")
@@ -178,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
     e.add_argument("--load", required=True, help="saved model directory")
+    e.add_argument("--view", help="evaluate this entity table of the model instead of its own (the adversarial baseline saves "
+                    "'[s] REL' views: one relation's filter only)")
     _data_args(e)
     e.add_argument("--split", choices=["test", "valid"], default="test", help="split to evaluate (default test)")
     e.add_argument("--exclude-relations", help="relations (comma-separated) whose triples are left out of the "
@@ -515,6 +519,8 @@ def cmd_bias(args) -> int:
 
     started = time.perf_counter()
     emb = kgnum.load(args.load)
+    if args.view:
+        emb = emb.view(args.view)
     kg = _load_kg(args).aligned_to(emb.entity_names, emb.relation_names)
     sides = {}
     for spec in args.person_side or []:
@@ -631,6 +637,8 @@ def cmd_eval(args) -> int:
     import kgnum
 
     emb = kgnum.load(args.load)
+    if args.view:
+        emb = emb.view(args.view)
     kg = _load_kg(args)
     excluded = [r for r in (args.exclude_relations or "").split(",") if r]
     metrics = kgnum.evaluate(emb, kg, args.split, exclude_relations=excluded, per_relation=args.per_relation)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import kgnum
-from kgnum.bias.measure import probe, sensitive_relation
+from kgnum.bias.measure import difference_in_scores, probe, sensitive_relation
 from kgnum.bias.planted import planted_bias_graph
 from kgnum.cli import main
 
@@ -135,3 +135,12 @@ def test_cli_train_save_then_bias_measure(kg, tmp_path, capsys, write_tsv):
                  "--json", str(js)]) == 0
     report = json.loads(js.read_text())
     assert 0 <= report["probe"]["gender"]["accuracy"] <= 1 and "gender" in report["difference_in_scores"]
+    # --view measures one relation's [s] view: its own numbers, and an unknown view is named
+    js_s = tmp_path / "bias_s.json"
+    assert main(["bias", "measure", "--load", str(out), "--view", view_name("gender"), "--data-path", str(data),
+                 "--sensitive", "gender", "--json", str(js_s)]) == 0
+    report_s = json.loads(js_s.read_text())
+    expected = difference_in_scores(emb.view(view_name("gender")), sensitive_relation(kg, "gender"))
+    assert report_s["difference_in_scores"]["gender"] == pytest.approx(expected, rel=1e-5)
+    assert main(["eval", "--load", str(out), "--view", "[s] nothing", "--data-path", str(data)]) == 2
+    assert "view '[s] nothing': this model has no such view" in capsys.readouterr().err
