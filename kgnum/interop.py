@@ -109,6 +109,8 @@ def export_dglke(emb: Embeddings, out: str, dataset: str = "kgnum") -> str:
     model = emb.model
     if model == "TransR":
         raise KGDataError("kgnum TransR cannot be exported to DGL-KE: its projection table and norm differ")
+    if model not in _NAMES.values():
+        raise KGDataError(f"kgnum {model} cannot be exported to DGL-KE: DGL-KE has no such model")
     name = "TransE_l2" if model == "TransE_l2" else model
     doubled = model in _DOUBLED
     hidden = emb.dim // 2 if doubled else emb.dim

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from .config import TrainConfig, available_cores
 from .files import write_json
 from .kernels.registry import get_model
+from .kernels.score import PRODUCT_METRICS
 
 log = logging.getLogger("kgnum")
 
@@ -58,7 +59,7 @@ def default_space(model: str) -> dict[str, Range]:
         "adv_temp": Range(0.25, 4.0),
         "dim": Range(choices=(200, 400)),
     }
-    if sf.metric == "dot":  # bilinear: gamma is the initial scale (gamma + 2) / dim
+    if sf.metric in PRODUCT_METRICS:  # bilinear: gamma is the initial scale (gamma + 2) / dim
         space["gamma"] = Range(d["gamma"] / 4, d["gamma"] * 2)
         space["reg_coef"] = Range(1e-7, 1e-4)
     else:  # a margin

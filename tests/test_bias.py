@@ -80,6 +80,23 @@ def test_linear_model_identity_sign_flip_and_alpha_scaling(kg):
     assert res["mean_abs_bias_over_alpha"] == pytest.approx(np.mean([abs(r["bias"]) for r in res["targets"]]) / 0.01)
 
 
+@pytest.mark.parametrize("alpha", [0.01, 0.5])
+def test_transe_dot_bias_is_alpha_times_the_value_difference_dot_the_target(kg, alpha):
+    """TransE_dot: m_j = <e_j + r_s, e_a - e_b>, so every person moves by alpha (e_a - e_b) and, the
+    score being linear in the head, B_p = alpha <e_a - e_b, e_p> for every person and relation."""
+    emb = random_model(kg, "TransE_dot", seed=3)
+    emb.relation += np.random.default_rng(4).normal(0, 0.3, emb.relation.shape).astype(np.float32)
+    s = sensitive_relation(kg, "gender")
+    assert s.person_side == "head"
+    res = target_bias(emb, kg, s, "male", "female", "profession", alpha=alpha, min_persons=1)
+    E = emb.entity.astype(np.float64)
+    a, b = kg.entity_id("male"), kg.entity_id("female")
+    assert len(res["targets"]) > 2
+    for row in res["targets"]:
+        expected = alpha * np.dot(E[a] - E[b], E[kg.entity_id(row["entity"])])
+        assert row["bias"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
 @pytest.mark.parametrize("model", model_names())
 def test_every_model_matches_a_per_person_reference(kg, model):
     """The vectorized step equals one person at a time with finite-difference gradients."""

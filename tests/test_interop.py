@@ -108,3 +108,14 @@ def test_cli_import_then_eval_and_clear_errors(tmp_path, capsys):
     (save / "config.json").write_text(json.dumps({**cfg, "model_name": "TransR"}))
     with pytest.raises(KGDataError, match="TransR"):
         import_dglke(str(save), str(data))
+
+
+@pytest.mark.parametrize("model", ["TransR", "TransE_dot"])
+def test_models_dglke_cannot_score_are_not_exported(tmp_path, model):
+    from kgnum.embeddings import Embeddings
+    from kgnum.kernels.registry import get_model
+
+    entity, relation = get_model(model).init_tables(N_E, N_R, HIDDEN, GAMMA, 0)
+    with pytest.raises(KGDataError, match=f"kgnum {model} cannot be exported to DGL-KE"):
+        export_dglke(Embeddings(model, entity, relation, {"gamma": GAMMA}), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -196,8 +196,9 @@ def test_numpy_chunk_step_matches_pairwise_reference(name, predict_head):
 
 # -- 3. chunk gradients vs finite differences of the chunk loss -----------------
 def _fd_models():
-    """One model per metric kind present in the registry (TransE_l2, DistMult, RotatE, TransE_l1, TransR)."""
-    wanted = ["TransE_l2", "DistMult", "RotatE", "TransE_l1", "TransR"]
+    """One model per metric kind present in the registry (TransE_l2, DistMult, RotatE, TransE_l1, TransR,
+    TransE_dot)."""
+    wanted = ["TransE_l2", "DistMult", "RotatE", "TransE_l1", "TransR", "TransE_dot"]
     present = {n.lower() for n in MODELS}
     return [n for n in wanted if n.lower() in present]
 
@@ -332,7 +333,8 @@ def _n_chunks(start, stop, batch_size, chunk_size):
                for b0 in range(start, stop, batch_size))
 
 
-TRAIN_MODELS = [n for n in ("TransE_l2", "DistMult", "RotatE") if n.lower() in {m.lower() for m in MODELS}]
+TRAIN_MODELS = [n for n in ("TransE_l2", "DistMult", "RotatE", "TransE_dot")
+                if n.lower() in {m.lower() for m in MODELS}]
 
 
 @pytest.mark.parametrize("terms", [(), ("regularizer",)], ids=["noterms", "reg"])

@@ -81,7 +81,7 @@ def test_save_load_gives_same_scores_and_predictions(small_kg, tmp_path):
 
 
 def test_score_candidates_agree_with_reference_scores(small_kg):
-    for model in ("TransE_l2", "RotatE", "DistMult", "TransE_l1"):
+    for model in ("TransE_l2", "RotatE", "DistMult", "TransE_l1", "TransE_dot"):
         emb = kgnum.train(small_kg, model, max_steps=5, **FAST)
         h, r = small_kg.test[:8, 0], small_kg.test[:8, 1]
         tails = emb.score_candidates(h, r, False)

@@ -9,7 +9,9 @@
     device thread, per step (one batch of B chunks of c positives sharing k negatives):
              sample positives whose relation lives on the device, negatives from all entities
              -> gather entity rows into a (pinned) host buffer -> copy to the device
-             -> kernels.array_step.chunk_gradients for the B chunks at once (+ regularizer)
+             -> kernels.array_step.chunk_gradients for the B chunks at once (+ regularizer,
+                the debiasing KL term: its relations' rows read from their devices, its values'
+                rows from the entity table)
              -> relation rows: Adagrad on the device
              -> entity gradients back to the host -> Adagrad on the host table, by the device's
                 updater thread while the device computes the next batch (--gpu-overlap; without
@@ -54,6 +56,8 @@ def _host_adagrad(table, state, rows, grads, lr):
 
 
 def make_engine(cfg):
+    if getattr(cfg, "attribute_vectors", False):
+        raise ValueError("--attribute-vectors: not supported by --backend gpu; use --backend cpu")
     devices = open_devices(cfg.gpus)  # one-line errors for a missing CuPy or device, before training
     return GpuEngine(devices, cfg.gpu_placement, cfg.gpu_overlap)
 
@@ -78,13 +82,14 @@ class GpuEngine:
     def open(self, job: Job) -> None:
         self.job = job
         p = job.params
-        if "kl" in job.terms:
-            raise ValueError("--debias: the KL term runs in the Numba step only; train it with --backend cpu "
-                             "or dask")
-        self.reg = None
+        self.reg = self.kl = None
         for name, tp in zip(job.terms, p.terms):
             if name == "regularizer":
                 self.reg = (float(tp.coef), int(tp.norm))
+            elif name == "kl":
+                self.kl = tp
+            else:
+                raise ValueError(f"the {name!r} loss term: not supported by --backend gpu; use --backend cpu")
         self.chunk = min(p.neg_chunk, p.batch)
         self.chunks = max(1, p.batch // self.chunk)  # B chunks of c positives: one step
         self.positives_per_step = self.chunks * self.chunk
@@ -101,6 +106,8 @@ class GpuEngine:
             d = self.devices[0]
             self.entity_dev = d.to_device(t.entity)
             self.entity_state_dev = d.to_device(t.entity_state)
+            if self.kl is not None:
+                self.kl_values_dev = d.to_device(self.kl.values)
         self.lock = threading.Lock()
         self.reserved = 0
         self.stop_flag = threading.Event()
@@ -182,7 +189,7 @@ class GpuEngine:
             for th in self.threads:
                 th.join(30)
         self.rel_dev = self.rel_state_dev = None
-        self.entity_dev = self.entity_state_dev = None
+        self.entity_dev = self.entity_state_dev = self.kl_values_dev = None
         for d in self.devices:
             try:
                 d.release()
@@ -367,6 +374,19 @@ class GpuEngine:
                 if not math.isfinite(loss):
                     return  # the loop reports the divergence
 
+    def _kl_rows(self, i: int, d: Device):
+        """The KL term's sensitive relation rows (J, dr) and top values' rows (J, M, d) on device i, as
+        they are now: a relation trained on another device is read from there (the term only reads them)."""
+        rows = []
+        for r in self.kl.relations:
+            owner = int(self.rel_owner[r])
+            row = self.rel_dev[owner][int(self.local_rel[r])]
+            rows.append(row if owner == i else d.to_device(self.devices[owner].to_host(row)))
+        relation_rows = d.xp.stack(rows)
+        if self.placement == "device":
+            return relation_rows, self.entity_dev[self.kl_values_dev]
+        return relation_rows, d.to_device(np.take(self.entity, self.kl.values, axis=0))
+
     def _step(self, i, d, xp, host_rows, host_vals, rels, predict_head, updates, lr) -> float:
         p = self.job.params
         B, c = self.chunks, self.chunk
@@ -387,6 +407,11 @@ class GpuEngine:
         if self.reg is not None:
             penalty = array_step.regularize(xp, self.reg[0], self.reg[1], [(H, gH), (T, gT), (R, gR)])
             loss += penalty / scale  # as the Numba step: penalties in units of the batch mean
+        if self.kl is not None:
+            relation_rows, value_rows = self._kl_rows(i, d)
+            penalty = array_step.kl_divergence(xp, self.job.model, self.kl, scale, relation_rows, value_rows,
+                                               [(host_rows[:, :c], H, gH), (host_rows[:, c:2 * c], T, gT)])
+            loss += penalty / scale
         array_step.adagrad(xp, self.rel_dev[i], self.rel_state_dev[i], local, gR, lr)
         grads = xp.concatenate([gH, gT, gN], axis=1)  # (B, 2c + k, d), rows in host_rows' order
         if self.placement == "device":

@@ -3,11 +3,13 @@
     H, R, T (B, c, .) and N (B, k, d): B chunks of c positives, each chunk with its k shared
     negatives, all corrupting the same side
       -> Q = model.array_query (B, c, d) -> scores S (B, c, k) by the metric (batched matrix
-         products for dot / l2, broadcast differences for l1 / cmod), positive scores (B, c)
+         products for dot / dot_offset / l2, broadcast differences for l1 / cmod), positive
+         scores (B, c)
       -> the logistic loss with self-adversarial weights, its score gradients
       -> metric backward, model.array_query_backward -> gH, gR, gT, gN
-      -> the regularizer term on the same rows (the only extra loss term the array step has;
-         the KL term runs in the Numba step only)
+      -> the extra loss terms on the same rows: the regularizer, the debiasing KL term (persons
+         gathered from the chunks' heads and tails, scored against their sensitive relations' top
+         values with the same query / metric code)
     row-wise Adagrad with duplicates summed (xp scatter-add), the same update as the Numba step
 
 One call handles B chunks at once (what fills a GPU); the Numba step applies
@@ -67,6 +69,8 @@ def _distance(xp, metric, diff):
 def _scores(xp, metric, Q, N, gamma):
     if metric == "dot":
         return xp.matmul(Q, _swap(N))
+    if metric == "dot_offset":  # Q = [q | o]: q . n + o
+        return xp.matmul(Q[..., :-1], _swap(N)) + Q[..., -1:]
     if metric == "l2":
         sq = (Q * Q).sum(-1)[..., :, None] + (N * N).sum(-1)[..., None, :] - 2 * xp.matmul(Q, _swap(N))
         return gamma - xp.sqrt(xp.maximum(sq, 0))
@@ -77,6 +81,9 @@ def _scores_backward(xp, metric, Q, N, S, dS, gamma):
     """(gQ, gN) from dS (B, c, k)."""
     if metric == "dot":
         return xp.matmul(dS, N), xp.matmul(_swap(dS), Q)
+    if metric == "dot_offset":
+        gQ = xp.concatenate([xp.matmul(dS, N), dS.sum(-1)[..., None]], axis=-1)
+        return gQ, xp.matmul(_swap(dS), Q[..., :-1])
     if metric == "l2":
         dist = gamma - S
         C = xp.where(dist > EPS, dS / xp.maximum(dist, EPS), 0).astype(Q.dtype)
@@ -91,6 +98,9 @@ def _positive(xp, metric, Q, X, gamma):
     """Positive scores (B, c) and their gradients with respect to Q and X."""
     if metric == "dot":
         return (Q * X).sum(-1), X, Q
+    if metric == "dot_offset":
+        q = Q[..., :-1]
+        return (q * X).sum(-1) + Q[..., -1], xp.concatenate([X, xp.ones_like(X[..., :1])], axis=-1), q
     dist, unit = _distance(xp, metric, Q - X)
     return gamma - dist, -unit, unit
 
@@ -113,8 +123,11 @@ def query_chunk_gradients(xp, sf, H, R, T, N, predict_head, gamma, adv_temp, sca
         gH = _add(gH, gX)
     else:
         gT = _add(gT, gX)
-    zero = xp.zeros_like
-    return loss, (zero(H) if gH is None else gH), gR, (zero(T) if gT is None else gT), gN
+    gH = xp.zeros_like(H) if gH is None else gH
+    gT = xp.zeros_like(T) if gT is None else gT
+    if gR is gH or gR is gT:  # one array for two sides (TransE's h + r): terms add to each in place
+        gR = gR.copy()
+    return loss, gH, gR, gT, gN
 
 
 def transr_chunk_gradients(xp, sf, H, R, T, N, predict_head, gamma, adv_temp, scale):
@@ -176,6 +189,72 @@ def regularize(xp, coef: float, norm: int, rows_and_grads) -> float:
         penalty += float(coef * ((a * a * a) if norm == 3 else X * X).sum())
         gX += (3.0 * coef) * X * a if norm == 3 else (2.0 * coef) * X
     return penalty
+
+
+# -- the debiasing KL term (kernels/kl.py) -------------------------------------------------
+def _value_scores(xp, sf, P, rj, V, gamma, tail):
+    """Scores S (n, m) of persons P (n, d) against values V (m, d) through relation row rj (the persons
+    as tails when ``tail``), and the function taking dS (n, m) to the persons' gradient (n, d)."""
+    if sf.metric == "pair":  # TransR: gamma - ||M (h - t) + vec||
+        d = P.shape[-1]
+        vec, M = rj[:d], rj[d:].reshape(d, d)
+        MP, MV = xp.matmul(P, M.T), xp.matmul(V, M.T)
+        diff = (MV[None, :, :] - MP[:, None, :] if tail else MP[:, None, :] - MV[None, :, :]) + vec
+        dist = xp.sqrt((diff * diff).sum(-1))
+
+        def pair_backward(dS):
+            u = (-(dS / xp.maximum(dist, EPS))[..., None] * diff).sum(1)  # dS-weighted d score / d diff
+            g = xp.matmul(u, M)
+            return -g if tail else g
+
+        return gamma - dist, pair_backward
+    R = xp.broadcast_to(rj, P.shape[:-1] + rj.shape)
+    Q = sf.array_query(xp, P, R, P, tail)  # a tail person is scored against candidate heads
+    S = _scores(xp, sf.metric, Q, V, gamma)
+
+    def query_backward(dS):
+        gQ, _ = _scores_backward(xp, sf.metric, Q, V, S, dS, gamma)  # values are frozen: gV dropped
+        gH, _, gT = sf.array_query_backward(xp, gQ, P, R, P, tail)
+        return gT if tail else gH
+
+    return S, query_backward
+
+
+def kl_divergence(xp, model: str, p, scale: float, relation_rows, value_rows, sides) -> float:
+    """The debiasing KL term (``kernels.kl``) on the chunks' rows: add its gradient, return the penalty.
+
+    Each person occurrence among the rows of ``sides`` and each sensitive relation j adds
+    w_j * scale * KL(G_j || softmax of g(person, r_j, value) over j's top values), the person on
+    the side ``p.person_tail`` gives; only the persons' gradients receive it. ``p``: the term's
+    ``KLParams`` (NumPy; its person masks are read on the host, so only persons are gathered);
+    relation_rows (J, dr) and value_rows (J, M, d): each sensitive relation's row and its top
+    values' rows (the padding beyond ``n_values[j]`` is not read); sides: (ids, X, gX) for the
+    heads and for the tails, ids (...,) NumPy entity ids of the rows X (..., d), whose gradients
+    gX are added to in place.
+    """
+    sf = get_model(model)
+    penalty = 0.0
+    for j in range(len(p.relations)):
+        picks = [np.nonzero(p.person_mask[j][ids]) for ids, _, _ in sides]
+        if not any(pick[0].size for pick in picks):
+            continue
+        picks = [tuple(xp.asarray(a) for a in pick) for pick in picks]
+        P = xp.concatenate([X[pick] for (_, X, _), pick in zip(sides, picks)])
+        m = int(p.n_values[j])
+        G = xp.asarray(p.target[j, :m])
+        S, backward = _value_scores(xp, sf, P, relation_rows[j], value_rows[j, :m], float(p.gamma),
+                                    bool(p.person_tail[j]))
+        log_q = S - S.max(-1, keepdims=True)
+        log_q = log_q - xp.log(xp.exp(log_q).sum(-1, keepdims=True))
+        w = float(p.weights[j]) * scale
+        penalty = penalty + w * xp.where(G > 0, G * (xp.log(xp.where(G > 0, G, 1)) - log_q), 0).sum()
+        gP = backward((w * (xp.exp(log_q) - G)).astype(S.dtype))
+        start = 0
+        for (_, _, gX), pick in zip(sides, picks):
+            n = pick[0].shape[0]
+            gX[pick] += gP[start:start + n]
+            start += n
+    return float(penalty)
 
 
 def scatter_add(xp):

@@ -10,8 +10,15 @@ Each metric provides four Numba functions with the same signatures:
 * ``pos_backward(Q, X, s, ds, gamma, gQ, gX)``: *adds* the gradient of
   sum(ds * s) into gQ and gX.
 
-``dot`` and ``l2`` run their (c x d) @ (d x k) products through BLAS; ``l1``
-and ``cmod`` have no product form and use loops the compiler vectorizes.
+``dot_offset`` is ``dot`` with a per-query additive offset: its query rows
+are one column wider than the candidates, [q | o] (c, d + 1), and score
+q . x + o (a model whose score against candidates is a dot product plus a
+term that depends on the query alone, such as TransE_dot's head side).
+The offset's gradient is the row sum of dS, written into gQ's last column.
+
+``dot``, ``dot_offset`` and ``l2`` run their (c x d) @ (d x k) products
+through BLAS; ``l1`` and ``cmod`` have no product form and use loops the
+compiler vectorizes.
 ``TILED`` names the latter: their ``scores`` release the GIL, so scoring
 queries against every entity can split the query rows over threads
 (``Embeddings.score_candidates``), as BLAS does for the others.
@@ -60,6 +67,57 @@ def dot_pos_backward(Q, X, s, ds, gamma, gQ, gX):
         for k in range(q.shape[0]):
             gq[k] += w * x[k]
             gx[k] += w * q[k]
+
+
+# -- dot_offset: q . x + o, query rows [q | o] of width d + 1 --------------------
+@numba.njit(cache=True, fastmath=True)
+def dot_offset_scores(Q, N, gamma, S):
+    d = N.shape[1]
+    np.dot(np.ascontiguousarray(Q[:, :d]), N.T, S)
+    for i in range(S.shape[0]):
+        o = Q[i, d]
+        row = S[i]
+        for j in range(row.shape[0]):
+            row[j] += o
+
+
+@numba.njit(cache=True, fastmath=True)
+def dot_offset_backward(Q, N, S, dS, gamma, gQ, gN):
+    c, d = Q.shape[0], N.shape[1]
+    G = np.empty((c, d), dtype=gQ.dtype)
+    np.dot(dS, N, G)
+    for i in range(c):
+        gq, g, ds = gQ[i], G[i], dS[i]
+        acc = np.float32(0.0)
+        for j in range(ds.shape[0]):
+            acc += ds[j]
+        for k in range(d):
+            gq[k] = g[k]
+        gq[d] = acc
+    np.dot(dS.T, np.ascontiguousarray(Q[:, :d]), gN)
+
+
+@numba.njit(cache=True, fastmath=True)
+def dot_offset_pos_scores(Q, X, gamma, s):
+    d = X.shape[1]
+    for i in range(Q.shape[0]):
+        q, x = Q[i], X[i]
+        acc = np.float32(0.0)
+        for k in range(d):
+            acc += q[k] * x[k]
+        s[i] = acc + q[d]
+
+
+@numba.njit(cache=True, fastmath=True)
+def dot_offset_pos_backward(Q, X, s, ds, gamma, gQ, gX):
+    d = X.shape[1]
+    for i in range(Q.shape[0]):
+        w = ds[i]
+        q, x, gq, gx = Q[i], X[i], gQ[i], gX[i]
+        for k in range(d):
+            gq[k] += w * x[k]
+            gx[k] += w * q[k]
+        gq[d] += w
 
 
 # -- l2: gamma - ||q - x||_2 --------------------------------------------------
@@ -309,6 +367,7 @@ def cmod_pos_backward(Q, X, s, ds, gamma, gQ, gX):
 
 METRIC_KERNELS = {
     "dot": (dot_scores, dot_backward, dot_pos_scores, dot_pos_backward),
+    "dot_offset": (dot_offset_scores, dot_offset_backward, dot_offset_pos_scores, dot_offset_pos_backward),
     "l2": (l2_scores, l2_backward, l2_pos_scores, l2_pos_backward),
     "l1": (l1_scores, l1_backward, l1_pos_scores, l1_pos_backward),
     "cmod": (cmod_scores, cmod_backward, cmod_pos_scores, cmod_pos_backward),

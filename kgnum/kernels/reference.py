@@ -86,6 +86,8 @@ def _distance_and_unit(metric, diff):
 def _metric_scores(metric, Q, N, gamma):
     if metric == "dot":
         return Q @ N.T
+    if metric == "dot_offset":  # Q = [q | o]
+        return Q[:, :-1] @ N.T + Q[:, -1:]
     if metric == "l2":
         sq = (Q * Q).sum(1)[:, None] + (N * N).sum(1)[None, :] - 2 * (Q @ N.T)
         return gamma - np.sqrt(np.maximum(sq, 0))
@@ -95,6 +97,8 @@ def _metric_scores(metric, Q, N, gamma):
 def _metric_backward(metric, Q, N, S, dS, gamma):
     if metric == "dot":
         return dS @ N, dS.T @ Q
+    if metric == "dot_offset":
+        return np.concatenate([dS @ N, dS.sum(1)[:, None]], axis=1), dS.T @ Q[:, :-1]
     if metric == "l2":
         dist = gamma - S
         C = np.where(dist > 1e-12, dS / np.maximum(dist, 1e-12), 0).astype(Q.dtype)
@@ -107,6 +111,9 @@ def _positive_scores_and_grads(metric, Q, X, gamma):
     """Row-wise scores s_i = metric(Q_i, X_i) and ds/dQ (ds/dX = -ds/dQ for distances)."""
     if metric == "dot":
         return (Q * X).sum(1), X, Q
+    if metric == "dot_offset":
+        q = Q[:, :-1]
+        return (q * X).sum(1) + Q[:, -1], np.concatenate([X, np.ones_like(X[:, :1])], axis=1), q
     dist, unit = _distance_and_unit(metric, Q - X)
     return gamma - dist, -unit, unit
 

@@ -11,12 +11,19 @@ A score function g(h, r, t) (higher = more plausible) is described by:
   ``metric(q_i, x)``.  With ``metric`` one of
 
     - ``"dot"``:  q . x                         (DistMult, ComplEx, RESCAL, SimplE)
+    - ``"dot_offset"``: q . x + o               (TransE_dot)
     - ``"l2"``:   gamma - ||q - x||_2           (TransE_l2)
     - ``"l1"``:   gamma - ||q - x||_1           (TransE_l1)
     - ``"cmod"``: gamma - sum_k |q_k - x_k|     over complex pairs (RotatE)
 
   scoring a chunk against shared negatives is then a dense
   (chunk x dim) @ (dim x neg) product or a tiled kernel of the same shape.
+  ``dot_offset`` is for a score that is a dot product against the candidate
+  plus a term of the query alone (TransE_dot's head side: <n, t> + <r, t>):
+  its query rows are one column wider than the entity rows, [q | o], and the
+  offset o is added to every candidate's score (the loss and the
+  self-adversarial weights see it); its gradient reaches the query's last
+  column. Only models registered with this metric pay for the column.
   ``query(H, R, T, predict_head) -> Q`` and
   ``query_backward(gQ, H, R, T, predict_head, gH, gR, gT)``, which adds the
   gradient reaching H, R and T through Q into gH, gR and gT, are Numba
@@ -40,7 +47,8 @@ from typing import Callable
 
 import numpy as np
 
-METRICS = ("dot", "l2", "l1", "cmod", "pair")
+METRICS = ("dot", "dot_offset", "l2", "l1", "cmod", "pair")
+PRODUCT_METRICS = ("dot", "dot_offset")  # no margin in the score: gamma only sets the initial scale
 
 
 @dataclass(frozen=True)
