@@ -23,6 +23,7 @@ import time
 import kgnum
 from kgnum.config import TrainConfig
 from kgnum.kernels.registry import get_model
+from kgnum.kernels.score import PRODUCT_METRICS
 
 GRAPHS = {
     "umls": lambda: kgnum.load_dataset("umls"),
@@ -36,7 +37,7 @@ HEADLINE = ("TransE_l2", "DistMult", "ComplEx", "RotatE")
 
 def variants(model: str) -> dict[str, dict]:
     d = get_model(model).defaults
-    bilinear = get_model(model).metric in ("dot",)
+    bilinear = get_model(model).metric in PRODUCT_METRICS
     out = {"default": {}, "lr x0.4": {"lr": d["lr"] * 0.4}, "lr x2.5": {"lr": d["lr"] * 2.5}}
     if model not in HEADLINE:
         return out

@@ -96,6 +96,11 @@ def _l2_candidate_backward(Q, N, S, dS, gamma, gN):
             gn[d] -= w * n[d]
 
 
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _dot_offset_candidate_backward(Q, N, S, dS, gamma, gN):
+    np.dot(dS.T, Q[:, :N.shape[1]], gN)  # the offset column does not reach the candidates
+
+
 def _both_sides_backward(backward):
     @numba.njit(fastmath=True, nogil=True)
     def candidate_backward(Q, N, S, dS, gamma, gN):
@@ -107,7 +112,8 @@ def _both_sides_backward(backward):
 
 # the metric's gradient with respect to the candidates only (the term's queries are frozen);
 # metrics without one here run their full backward and drop the query half
-_CANDIDATE_BACKWARD = {"dot": _dot_candidate_backward, "l2": _l2_candidate_backward}
+_CANDIDATE_BACKWARD = {"dot": _dot_candidate_backward, "dot_offset": _dot_offset_candidate_backward,
+                       "l2": _l2_candidate_backward}
 
 
 def make_kl_kernel(sf):
