@@ -36,24 +36,41 @@ class KLParams(NamedTuple):
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+def _target_entropy(target, m):
+    """sum_i G_i log G_i over the G_i > 0 (the constant part of KL(G || q))."""
+    out = 0.0
+    for i in range(m):
+        if target[i] > 0:
+            out += target[i] * math.log(target[i])
+    return out
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 def _kl_grad(S, target, m, weight, dS):
-    """dS = weight * (softmax(S) - G) row-wise; returns weight * sum_rows KL(G || softmax(S))."""
+    """dS = weight * (softmax(S) - G) row-wise; returns weight * sum_rows KL(G || softmax(S)).
+
+    KL(G || q) = sum G log G - sum G s + log Z * sum G: one exp per score and one log per row."""
+    g_log_g = _target_entropy(target, m)
+    g_sum = 0.0
+    for i in range(m):
+        g_sum += target[i]
     total = 0.0
+    e = np.empty(m, dtype=np.float64)
     for k in range(S.shape[0]):
         row = S[k]
         top = row[0]
         for i in range(1, m):
             top = max(top, row[i])
         z = 0.0
+        g_s = 0.0
         for i in range(m):
-            z += math.exp(row[i] - top)
-        log_z = math.log(z) + top
+            e[i] = math.exp(row[i] - top)
+            z += e[i]
+            g_s += target[i] * row[i]
+        total += g_log_g - g_s + (math.log(z) + top) * g_sum
+        inv = 1.0 / z
         for i in range(m):
-            q = math.exp(row[i] - log_z)
-            g = target[i]
-            if g > 0:
-                total += g * (math.log(g) - (row[i] - log_z))
-            dS[k, i] = weight * (q - g)
+            dS[k, i] = weight * (e[i] * inv - target[i])
     return weight * total
 
 
@@ -195,24 +212,40 @@ def _person_positions(heads, tails, masks):
 @numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 def _kl_grad_columns(S, dS, start, m, ids, mask, target, weight):
     """For every column k whose person is in ``mask``: dS[start:start+m, k] = weight * (softmax -
-    G) of S[start:start+m, k]; returns weight * the sum of those columns' KL(G || softmax)."""
+    G) of S[start:start+m, k]; returns weight * the sum of those columns' KL(G || softmax) (as
+    ``_kl_grad``: one exp per score, one log per column)."""
+    g_log_g = _target_entropy(target, m)
+    g_sum = 0.0
+    for i in range(m):
+        g_sum += target[i]
+    n = S.shape[1]
+    top = np.full(n, -np.inf)
+    for i in range(m):  # row by row: the block is read along its rows, not down its columns
+        row = S[start + i]
+        for k in range(n):
+            top[k] = max(top[k], row[k])
+    z = np.zeros(n)
+    g_s = np.zeros(n)
+    for i in range(m):
+        row, drow, g = S[start + i], dS[start + i], target[i]
+        for k in range(n):
+            ex = math.exp(row[k] - top[k])
+            drow[k] = ex
+            z[k] += ex
+            g_s[k] += g * row[k]
     total = 0.0
-    for k in range(S.shape[1]):
-        if not mask[ids[k]]:
-            continue
-        top = S[start, k]
-        for i in range(1, m):
-            top = max(top, S[start + i, k])
-        z = 0.0
-        for i in range(m):
-            z += math.exp(S[start + i, k] - top)
-        log_z = math.log(z) + top
-        for i in range(m):
-            q = math.exp(S[start + i, k] - log_z)
-            g = target[i]
-            if g > 0:
-                total += g * (math.log(g) - (S[start + i, k] - log_z))
-            dS[start + i, k] = weight * (q - g)
+    w = np.zeros(n)  # weight for the relation's persons, 0 for the other columns
+    for k in range(n):
+        if mask[ids[k]]:
+            total += g_log_g - g_s[k] + (math.log(z[k]) + top[k]) * g_sum
+            w[k] = weight
+            z[k] = weight / z[k]
+        else:
+            z[k] = 0.0
+    for i in range(m):
+        drow, g = dS[start + i], target[i]
+        for k in range(n):
+            drow[k] = drow[k] * z[k] - g * w[k]
     return weight * total
 
 
