@@ -2,14 +2,16 @@
 
     python bench/bench_bias.py                                   # FB15k-237, TransE_l2, 3 seeds
     python bench/bench_bias.py --model ComplEx --epochs 30 --seeds 0 1 2
+    python bench/bench_bias.py --sweep-weights 1 10 50 100 --workers 1        # the KL weight sweep
     python bench/bench_bias.py --dataset planted --model TransE_l2 --dim 64 --epochs 100 \\
         --sensitive gender,member_of --weights gender=2,member_of=5 --values male,female --target profession
 
 Conditions (``--conditions``, all by default): ``basic`` (no debiasing), ``kl``
 (``--debias`` on every sensitive relation), ``kl+attr`` (the same with attribute
 vectors and an attribute whitelist: ``--whitelist FILE``, or on FB15k-237 by default
-the award relations' tails whose persons are >= 95% one value of the first sensitive
-relation, written to bench/out/), and ``adversarial`` (``--debias-method
+the award categories named for one gender (actor, actress, male, female, ...)
+whose persons are >= 95% one value of the first sensitive relation, written to
+bench/out/), and ``adversarial`` (``--debias-method
 adversarial``, measured twice: "[a]" with every filter, "[s]" with only the measured
 relation's filter). Every run trains the same model, dim and number of epochs
 (no early stopping, so the epochs are equal), then is measured like
@@ -58,27 +60,53 @@ def measure(emb, kg, relations, values, target, view=None):
     return out
 
 
-def gendered_tails(kg, sensitive: str, containing: str, purity: float = 0.95, min_persons: int = 10):
-    """(relation, tail) pairs of relations whose name contains ``containing`` where the tail's
-    persons (of ``sensitive``) are >= ``purity`` one value: where the attribute is part of the
-    fact (an award for actresses). Written as an --attribute-whitelist."""
+def gendered_tails(kg, sensitive: str, containing: str, names: dict, words: str, purity: float = 0.95,
+                   min_persons: int = 10):
+    """(relation, tail) pairs where the attribute is part of the fact (an award for actresses):
+    relations whose name contains ``containing``, tails whose display name has one of ``words``
+    (a regular expression) and whose persons (of ``sensitive``) are >= ``purity`` one value. Both
+    tests: a category named for one gender that the data confirms. Written as an
+    --attribute-whitelist."""
+    import re
+
     s = sensitive_relation(kg, sensitive)
     value_of = dict(zip(s.persons.tolist(), s.values.tolist()))
+    pattern = re.compile(words)
     pairs = []
     for rel in [r for r in range(kg.n_relations) if containing in str(kg.relation_names[r])]:
-        tr = kg.train[kg.train[:, 1] == rel]
-        for side, other in ((0, 2), (2, 0)):  # the person on either side, the fact's object on the other
-            by_tail: dict[int, list] = {}
-            for row in tr:
-                if int(row[side]) in value_of:
-                    by_tail.setdefault(int(row[other]), []).append(value_of[int(row[side])])
-            for tail, vals in by_tail.items():
-                if side == 0 and len(vals) >= min_persons and np.bincount(vals).max() >= purity * len(vals):
-                    pairs.append((str(kg.relation_names[rel]), str(kg.entity_names[tail])))
+        by_tail: dict[int, list] = {}
+        for h, _, t in kg.train[kg.train[:, 1] == rel].tolist():
+            if h in value_of:
+                by_tail.setdefault(t, []).append(value_of[h])
+        for tail, vals in by_tail.items():
+            name = names.get(str(kg.entity_names[tail]), "")
+            if (len(vals) >= min_persons and np.bincount(vals).max() >= purity * len(vals)
+                    and pattern.search(name)):
+                pairs.append((str(kg.relation_names[rel]), str(kg.entity_names[tail])))
     return sorted(set(pairs))
 
 
+GENDERED_WORDS = r"(?i)(^|[_\s-])(actor|actress|male|female|women'?s|men'?s)([_\s-]|$)"  # names use _ for spaces
+
+
 CONDITIONS = ("basic", "kl", "kl+attr", "adversarial")
+
+
+def sweep_weights(args):
+    kg = load(args.dataset)
+    relations = [r for r in args.sensitive.split(",") if r]
+    base = None
+    for w in [None, *args.sweep_weights]:
+        extra = {} if w is None else dict(debias=args.sensitive, debias_weight=",".join(
+            f"{r}={1.0 if i == 0 else w:g}" for i, r in enumerate(relations)))
+        emb = kgnum.train(kg, args.model, dim=args.dim, gamma=args.gamma, epochs=args.epochs, valid_every=0,
+                          seed=args.seeds[0], workers=args.workers, progress=False, **extra)
+        m = measure(emb, kg, relations, None, None)
+        base = base or m
+        print(f"weight {'basic' if w is None else f'{w:g}':>6s}: MRR {m['mrr']:.4f} ({m['mrr'] / base['mrr']:.2f}x) "
+              + " ".join(f"D {r.split('/')[-1]} {d:.3f} ({d / base['D'][r]:.2f}x)" for r, d in m["D"].items())
+              + " " + " ".join(f"probe-maj {r.split('/')[-1]} {d:+.3f}" for r, d in m["probe"].items())
+              + f" {emb.train_stats['train_seconds']:.0f} s", flush=True)
 
 
 def main():
@@ -86,6 +114,8 @@ def main():
     parser.add_argument("--dataset", default="FB15k-237")
     parser.add_argument("--model", default="TransE_l2")
     parser.add_argument("--dim", type=int, default=400)
+    parser.add_argument("--gamma", type=float, default=None, help="the model's gamma (bilinear models: it sets "
+                        "the initial scale (gamma + 2) / dim; 34.25 keeps the dim-400 default's at dim 100)")
     parser.add_argument("--epochs", type=float, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=None)
@@ -93,20 +123,26 @@ def main():
     parser.add_argument("--sensitive", default=",".join(FB_SENSITIVE))
     parser.add_argument("--weights", default=None, help="--debias-weight of the kl conditions")
     parser.add_argument("--adversarial-weight", type=float, default=None)
-    parser.add_argument("--whitelist", help="--attribute-whitelist of kl+attr (default on FB15k-237: award tails "
-                                            "whose persons are >= 95%% one value of the first sensitive relation)")
+    parser.add_argument("--whitelist", help="--attribute-whitelist of kl+attr (default on FB15k-237: award categories "
+                                            "named for one gender whose persons are >= 95%% one gender)")
     parser.add_argument("--values", default="/m/05zppz,/m/02zsn")
     parser.add_argument("--target", default="/people/person/profession")
     parser.add_argument("--json", help="write every run's figures here")
     parser.add_argument("--plot", help="B_p of basic and kl+attr side by side (PNG)")
+    parser.add_argument("--sweep-weights", type=float, nargs="+", metavar="W",
+                        help="instead of the conditions: basic and kl with weight W on every sensitive relation "
+                             "but the first (which keeps 1), for each W, first seed only (BIAS.md's weight sweep)")
     args = parser.parse_args()
+    if args.sweep_weights:
+        return sweep_weights(args)
 
     kg = load(args.dataset)
     relations = [r for r in args.sensitive.split(",") if r]
     values = args.values.split(",") if args.values else None
     whitelist = args.whitelist
     if "kl+attr" in args.conditions and whitelist is None:
-        pairs = gendered_tails(kg, relations[0], "award")
+        names_file = os.path.join(kg.source or "", "entity_names.tsv")
+        pairs = gendered_tails(kg, relations[0], "award", read_names(names_file), GENDERED_WORDS)
         whitelist = "bench/out/whitelist_%s.tsv" % kg.name.replace("/", "_")
         with open(whitelist, "w") as f:
             f.writelines(f"{r}\t{t}\n" for r, t in pairs)
@@ -125,8 +161,8 @@ def main():
                 extra["debias_method"] = "adversarial"
                 if args.adversarial_weight is not None:
                     extra["adversarial_weight"] = args.adversarial_weight
-            emb = kgnum.train(kg, args.model, dim=args.dim, epochs=args.epochs, valid_every=0, seed=seed,
-                              workers=args.workers, progress=False, **extra)
+            emb = kgnum.train(kg, args.model, dim=args.dim, gamma=args.gamma, epochs=args.epochs, valid_every=0,
+                              seed=seed, workers=args.workers, progress=False, **extra)
             s = emb.train_stats
             for name, view in ((condition, None),) + ((("adversarial [s]", "[s]"),) if condition == "adversarial"
                                                        else ()):
