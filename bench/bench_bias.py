@@ -3,6 +3,7 @@
     python bench/bench_bias.py                                   # FB15k-237, TransE_l2, 3 seeds
     python bench/bench_bias.py --model ComplEx --epochs 30 --seeds 0 1 2
     python bench/bench_bias.py --sweep-weights 1 10 50 100 --workers 1        # the KL weight sweep
+    python bench/bench_bias.py --cost --dim 400                                # the step's cost per condition
     python bench/bench_bias.py --dataset planted --model TransE_l2 --dim 64 --epochs 100 \\
         --sensitive gender,member_of --weights gender=2,member_of=5 --values male,female --target profession
 
@@ -92,6 +93,45 @@ GENDERED_WORDS = r"(?i)(^|[_\s-])(actor|actress|male|female|women'?s|men'?s)([_\
 CONDITIONS = ("basic", "kl", "kl+attr", "adversarial")
 
 
+def step_cost(args, positives: int = 20_000, bursts: int = 7):
+    """Median CPU seconds of ``positives`` training positives per condition, bursts interleaved."""
+    from threadpoolctl import threadpool_limits
+
+    from kgnum.bias.attributes import augment
+    from kgnum.config import TrainConfig
+    from kgnum.kernels.step import train_kernel
+    from kgnum.train import initial_embeddings, make_job
+
+    kg = load(args.dataset)
+    whitelist = args.whitelist or "bench/out/whitelist_%s.tsv" % kg.name.replace("/", "_")
+    runs = {}
+    for condition, extra in (("basic", {}), ("kl", dict(debias=args.sensitive, debias_weight=args.weights)),
+                             ("kl+attr", dict(debias=args.sensitive, debias_weight=args.weights,
+                                              attribute_whitelist=whitelist))):
+        cfg = TrainConfig(model=args.model, dim=args.dim, gamma=args.gamma, epochs=1, workers=1, valid_every=0,
+                          **extra).validate()
+        graph = augment(kg, cfg) if cfg.attribute_vectors else kg
+        job = make_job(graph, cfg, initial_embeddings(graph, cfg, None))
+        runs[condition] = (train_kernel(job.model, job.terms), job,
+                           np.random.default_rng(0).permutation(job.edges.shape[0]))
+    seconds = {c: [] for c in runs}
+    with threadpool_limits(1):
+        for kernel, job, order in runs.values():
+            kernel(job.tables, job.edges, order, 0, 2000, job.params, 0)  # compile, warm the tables
+        for b in range(bursts):
+            for c, (kernel, job, order) in runs.items():
+                start = (b * positives) % (order.size - positives)
+                t = time.process_time()
+                kernel(job.tables, job.edges, order, start, start + positives, job.params, 0)
+                seconds[c].append(time.process_time() - t)
+    base = float(np.median(seconds["basic"]))
+    print(f"{kg.name}, {args.model} dim {args.dim}: CPU seconds per {positives:,} positives (median of {bursts} "
+          f"interleaved bursts, one core)")
+    for c in runs:
+        t = float(np.median(seconds[c]))
+        print(f"  {c:8s} {t:.3f} s  {t / base:.2f}x basic")
+
+
 def sweep_weights(args):
     kg = load(args.dataset)
     relations = [r for r in args.sensitive.split(",") if r]
@@ -132,9 +172,14 @@ def main():
     parser.add_argument("--sweep-weights", type=float, nargs="+", metavar="W",
                         help="instead of the conditions: basic and kl with weight W on every sensitive relation "
                              "but the first (which keeps 1), for each W, first seed only (BIAS.md's weight sweep)")
+    parser.add_argument("--cost", action="store_true",
+                        help="instead of the conditions: the training step's CPU time per positive for basic, kl "
+                             "and kl+attr, interleaved bursts on one core (steadier than the table's s/epoch)")
     args = parser.parse_args()
     if args.sweep_weights:
         return sweep_weights(args)
+    if args.cost:
+        return step_cost(args)
 
     kg = load(args.dataset)
     relations = [r for r in args.sensitive.split(",") if r]
