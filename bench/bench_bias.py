@@ -247,10 +247,11 @@ def main():
     if args.plot and values:
         names_file = os.path.join(kg.source or "", "entity_names.tsv")
         names = read_names(names_file) if kg.source and os.path.exists(names_file) else {}
-        _plot(runs, args.plot, [c for c in ("basic", "kl+attr" if "kl+attr" in shown else "kl") if c in shown], names)
+        _plot(runs, args.plot, [c for c in ("basic", "kl+attr" if "kl+attr" in shown else "kl") if c in shown], names,
+              [names.get(v, v) for v in values])
 
 
-def _plot(runs, path, conditions, names):
+def _plot(runs, path, conditions, names, value_names):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,7 +265,8 @@ def _plot(runs, path, conditions, names):
         ax.barh(range(len(shown))[::-1], [r["bias"] for r in shown],
                 color=["tab:blue" if r["bias"] > 0 else "tab:red" for r in shown])
         ax.set_yticks(range(len(shown))[::-1], [names.get(r["entity"], r["entity"]) for r in shown], fontsize=7)
-        ax.set_title(f"{condition}: B_p (top: most toward the first value)")
+        ax.set_title(f"{condition}: B_p, most toward {value_names[0]} (top) and {value_names[1]} (bottom)",
+                     fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
