@@ -179,7 +179,10 @@ def test_signals_leave_nothing_behind(kg, engine, signum, tmp_path):
     try:
         deadline = time.monotonic() + 90
         while not (out / "config.json").exists():
-            assert driver.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+            if driver.poll() is not None:  # the run ended on its own: say how
+                pytest.fail(f"the run exited ({driver.returncode}) before its first checkpoint: "
+                            f"{result.read_text() if result.exists() else 'no result written'}")
+            assert time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.05)
         time.sleep(0.3)
         children = psutil.Process(driver.pid).children(recursive=True)
