@@ -308,13 +308,7 @@ def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | 
         KnowledgeGraph with int32 ``(n, 3)`` train/valid/test arrays. For string formats,
         ids follow first appearance in train (head before tail within a line).
     """
-    try:
-        text_name = os.fspath(name_or_path)
-    except TypeError:
-        raise KGDataError(f"name_or_path: expected a dataset name or folder path, "
-                          f"got {type(name_or_path).__name__}") from None
-    if not isinstance(text_name, str) or not text_name:
-        raise KGDataError(f"name_or_path: expected a non-empty dataset name or folder path, got {name_or_path!r}")
+    text_name = _text_path(name_or_path, "name_or_path", "a dataset name or folder path")
     public = _public_name(text_name)
     if unseen is None:
         unseen = "keep" if public is not None and not os.path.isdir(os.path.expanduser(text_name)) else "error"
@@ -398,15 +392,20 @@ def load_files(train, valid=None, test=None, *, format: str | None = None, delim
     return _load_cached(files, str(name), folder, spec, ident, cache_dir)
 
 
-def _file_arg(value, role: str) -> str:
-    """Absolute path of a file argument; KGDataError for a non-path or an empty string."""
+def _text_path(value, where: str, what: str) -> str:
+    """``value`` as a non-empty str path; KGDataError "``where``: expected ``what``" otherwise."""
     try:
         path = os.fspath(value)
     except TypeError:
-        raise KGDataError(f"--data-files: expected a path for the {role} file, "
-                          f"got {type(value).__name__}") from None
+        raise KGDataError(f"{where}: expected {what}, got {type(value).__name__}") from None
     if not isinstance(path, str) or not path:
-        raise KGDataError(f"--data-files: expected a non-empty path for the {role} file, got {value!r}")
+        raise KGDataError(f"{where}: expected {what.replace('a ', 'a non-empty ', 1)}, got {value!r}")
+    return path
+
+
+def _file_arg(value, role: str) -> str:
+    """Absolute path of a file argument; KGDataError for a non-path or an empty string."""
+    path = _text_path(value, "--data-files", f"a path for the {role} file")
     return os.path.abspath(os.path.expanduser(path))
 
 

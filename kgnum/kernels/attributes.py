@@ -153,7 +153,7 @@ def _reference_augmentations(p, h, r, t):
         side = int(p.person_tail[j])
         a = int(p.attr_of[j, t if side else h])
         return [(side, a)] if a >= 0 else []
-    if not (p.whitelisted[r] or (r * int(p.n_entities) + t) in set(p.pairs.tolist())):
+    if not (p.whitelisted[r] or np.isin(r * int(p.n_entities) + t, p.pairs)):
         return []
     return [(side, int(a)) for side, e in ((0, h), (1, t)) for a in p.attr_of[:, e] if a >= 0]
 
