@@ -21,7 +21,8 @@ from kgnum.kernels.attributes import attribute_name, attribute_rows, twin_name
 from kgnum.kernels.registry import get_model
 from kgnum.kernels.sampling import sample_negatives, seed_kernel_rng
 from kgnum.kernels.step import Tables, _rows_kernel
-from kgnum.kernels.terms import TERMS, active_terms
+from kgnum.kernels.losses import add_regularization
+from kgnum.kernels.terms import TERMS, active_terms, compose
 from kgnum.train import initial_embeddings, make_job
 
 pytest.importorskip("sklearn")
@@ -82,11 +83,15 @@ def test_prepare_and_gradient_kernels_match_the_reference(kg, whitelist):
         H, R, T = tables.entity[heads], tables.relation[rels], tables.entity[tails]
         N = tables.entity[negs]
         prep(p, tables, heads, rels, tails, H, T)
+        prepared = H.copy(), T.copy()
         gH, gR, gT, gN = (np.random.default_rng(1).normal(size=X.shape).astype(np.float32) for X in (H, R, T, N))
         pen, rows, grads, rel_rows, _ = kernel(p, tables, 0.5, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN)
         order = np.lexsort((grads[:, 0], rows))
-        out[kind] = H, T, rows[order], grads[order], gH, gT
+        out[kind] = prepared[0], prepared[1], rows[order], grads[order], gH, gT
         assert pen == 0.0 and rel_rows.shape[0] == 0
+        # the terms after this one (the regularizer) see the persons' own rows again
+        np.testing.assert_allclose(H, tables.entity[heads], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(T, tables.entity[tails], rtol=1e-6, atol=1e-6)
     for a, b in zip(out["numba"], out["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     H, T, rows, _, gH, _ = out["numba"]
@@ -102,6 +107,34 @@ def test_prepare_and_gradient_kernels_match_the_reference(kg, whitelist):
         assert not gH[i].any()
     knows = np.flatnonzero(rels == big.relation_id("knows"))
     np.testing.assert_array_equal(H[knows], tables.entity[heads[knows]])  # not whitelisted: untouched
+
+
+def test_the_regularizer_sees_the_persons_own_rows(kg, whitelist):
+    """With a regularized model the person of a twin triple gets only the penalty's gradient of
+    its own row, never one of e_p + A_v (which would push e_p along -A_v: the attribute)."""
+    cfg = TrainConfig(model="ComplEx", dim=8, max_steps=1, debias="gender", attribute_whitelist=whitelist,
+                      reg_coef=1e-2, reg_norm=3).validate()
+    big = augment(kg, cfg)
+    names, params = active_terms(cfg, big)
+    assert names[0] == "attributes" and "regularizer" in names
+    sf = get_model(cfg.model)
+    ent, rel = sf.init_tables(big.n_entities, big.n_relations, cfg.dim, 6.0, 0)
+    ent = ent + np.random.default_rng(0).normal(0, 0.3, ent.shape).astype(np.float32)
+    tables = Tables(ent, rel, np.zeros(len(ent), np.float32), np.zeros(len(rel), np.float32))
+    twin = big.train[big.train[:, 1] == big.relation_id(twin_name("gender"))][:6].astype(np.int64)
+    heads, rels, tails = twin[:, 0], twin[:, 1], twin[:, 2]
+    negs = np.arange(5, dtype=np.int64)
+    H, R, T, N = ent[heads], rel[rels], ent[tails], ent[negs]
+    TERMS["attributes"].prepare(params[0], tables, heads, rels, tails, H, T)
+    assert not np.allclose(H, ent[heads])
+    gH, gR, gT, gN = (np.zeros_like(X) for X in (H, R, T, N))
+    reg = params[names.index("regularizer")]
+    pair = ("attributes", "regularizer")  # (the KL term's gradient of the own row is checked in test_debias)
+    compose(cfg.model, pair)((params[0], reg), tables, 1.0, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN)
+    own = np.zeros_like(H)
+    add_regularization(ent[heads], reg.coef, reg.norm, own)
+    assert own.any()
+    np.testing.assert_allclose(gH, own, rtol=1e-5, atol=1e-7)
 
 
 def test_attribute_gradient_matches_finite_differences(kg, whitelist):

@@ -17,7 +17,9 @@ Two kernels per chunk (both model-agnostic: they work on the chunk's gathered ro
   (rows, grads) and go through the same row-wise Adagrad. On a whitelisted triple the
   person row keeps its gradient too; on a twin triple it gets none (the twin relations
   train the attribute vectors: a person row trained on them would learn the attribute
-  the KL term removes).
+  the KL term removes). It then takes the attribute rows back out of H / T, so the
+  terms after it see the persons' own rows: the regularizer penalizes e_p, not e_p + A
+  (whose gradient, reaching e_p, would push it along -A and write the attribute in).
 
 Negatives are never attribute rows (the run's negative distribution gives them weight
 zero) and the KL term reads persons' own rows from the table, not the augmented copies.
@@ -117,10 +119,14 @@ def attributes_kernel(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH
     grads = np.empty((aug.shape[0], H.shape[1]), dtype=np.float32)
     for k in range(aug.shape[0]):
         grads[k] = gT[aug[k, 0]] if aug[k, 1] else gH[aug[k, 0]]
-    for k in range(aug.shape[0]):  # a twin triple trains the attribute vector, not the person
-        if p.twin_of[rels[aug[k, 0]]] >= 0:
+    for k in range(aug.shape[0]):
+        if p.twin_of[rels[aug[k, 0]]] >= 0:  # a twin triple trains the attribute vector, not the person
             g = gT[aug[k, 0]] if aug[k, 1] else gH[aug[k, 0]]
             g[:] = 0.0
+        row = T[aug[k, 0]] if aug[k, 1] else H[aug[k, 0]]  # the later terms see the person's own row
+        a = tables.entity[aug[k, 2]]
+        for c in range(row.shape[0]):
+            row[c] -= a[c]
     rel_rows, rel_grads = no_rows(R.shape[1])
     return 0.0, rows, grads, rel_rows, rel_grads
 
@@ -142,6 +148,7 @@ def attributes_reference(p, tables, scale, heads, rels, tails, negs, H, R, T, N,
         for side, a in _reference_augmentations(p, int(heads[i]), int(rels[i]), int(tails[i])):
             if p.twin_of[rels[i]] >= 0:
                 (gT if side else gH)[i] = 0.0
+            (T if side else H)[i] -= tables.entity[a]
     d = H.shape[1]
     return (0.0, np.array(rows, dtype=np.int64), np.array(grads, dtype=H.dtype).reshape(-1, d),
             np.empty(0, np.int64), np.empty((0, R.shape[1]), R.dtype))
