@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .losses import exp_nonpositive
 from .memory import gather_rows, no_rows
 from .metrics import METRIC_KERNELS
 
@@ -156,38 +157,32 @@ def make_kl_kernel(sf):
         ids = np.empty(n, dtype=np.int64)
         for k in range(n):
             ids[k] = heads[pos[k]] if pos[k] < c else tails[pos[k] - c]
-        P = gather_rows(entity, ids)  # the persons' own rows: chunk rows may carry attribute vectors
-        # the values of every relation as one block of query rows (the person the candidate): one
-        # product scores all of them, the metric's candidate gradient is the persons' gradient
-        J = p.relations.shape[0]
-        offset = np.zeros(J + 1, dtype=np.int64)
-        for j in range(J):
-            offset[j + 1] = offset[j] + p.n_values[j]
-        Q = np.empty((0, 0), dtype=np.float32)  # (values, query width): the width is the model's
-        for j in range(J):
+        penalty = 0.0
+        # per relation, its values as query rows against its own persons as candidates: the
+        # metric's candidate gradient is the persons' gradient (about half the persons of a chunk
+        # lack a given sensitive relation, so one block over all of them would waste half its work)
+        for j in range(p.relations.shape[0]):
+            sel = _persons_of(ids, p.person_mask[j])
+            if sel.shape[0] == 0:
+                continue
             m = p.n_values[j]
             V = gather_rows(entity, p.values[j, :m])
             Rm = np.empty((m, relation.shape[1]), dtype=np.float32)
             for i in range(m):
                 Rm[i] = relation[p.relations[j]]
-            Qj = query(V, Rm, V, p.person_tail[j] == 0)
-            if j == 0:
-                Q = np.empty((offset[J], Qj.shape[1]), dtype=np.float32)
-            Q[offset[j]:offset[j + 1]] = Qj
-        S = np.empty((offset[J], n), dtype=np.float32)
-        scores(Q, P, p.gamma, S)
-        dS = np.zeros_like(S)  # zero where the candidate is not a person of that block's relation
-        penalty = 0.0
-        for j in range(J):
-            penalty += _kl_grad_columns(S, dS, offset[j], p.n_values[j], ids, p.person_mask[j], p.target[j],
-                                        p.weights[j] * scale)
-        gP = np.empty_like(P)
-        candidate_backward(Q, P, S, dS, p.gamma, gP)  # relations and values are frozen for this term
-        for k in range(n):
-            row = gH[pos[k]] if pos[k] < c else gT[pos[k] - c]
-            g = gP[k]
-            for d in range(row.shape[0]):
-                row[d] += g[d]
+            Q = query(V, Rm, V, p.person_tail[j] == 0)
+            P = gather_rows(entity, ids[sel])  # the persons' own rows: chunk rows may carry attribute vectors
+            S = np.empty((m, sel.shape[0]), dtype=np.float32)
+            scores(Q, P, p.gamma, S)
+            dS = np.empty_like(S)
+            penalty += _kl_grad_columns(S, dS, p.target[j], p.weights[j] * scale)
+            gP = np.empty_like(P)
+            candidate_backward(Q, P, S, dS, p.gamma, gP)  # relations and values are frozen for this term
+            for k in range(sel.shape[0]):
+                at = pos[sel[k]]
+                row, g = gH[at] if at < c else gT[at - c], gP[k]
+                for d in range(row.shape[0]):
+                    row[d] += g[d]
         return penalty, ent_rows, ent_grads, rel_rows, rel_grads
 
     return kl
@@ -210,42 +205,42 @@ def _person_positions(heads, tails, masks):
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
-def _kl_grad_columns(S, dS, start, m, ids, mask, target, weight):
-    """For every column k whose person is in ``mask``: dS[start:start+m, k] = weight * (softmax -
-    G) of S[start:start+m, k]; returns weight * the sum of those columns' KL(G || softmax) (as
-    ``_kl_grad``: one exp per score, one log per column)."""
+def _kl_grad_columns(S, dS, target, weight):
+    """dS = weight * (softmax - G) down every column of S (m values x persons); returns weight *
+    the sum of the columns' KL(G || softmax) (as ``_kl_grad``: one exp per score, one log per
+    column). Row by row, in float32 with the loss's vectorizable exp: the block is read along
+    its rows, and every loop runs across the persons."""
+    m, n = S.shape
     g_log_g = _target_entropy(target, m)
     g_sum = 0.0
     for i in range(m):
         g_sum += target[i]
-    n = S.shape[1]
-    top = np.full(n, -np.inf)
-    for i in range(m):  # row by row: the block is read along its rows, not down its columns
-        row = S[start + i]
+    top = S[0].copy()
+    for i in range(1, m):
+        row = S[i]
         for k in range(n):
             top[k] = max(top[k], row[k])
-    z = np.zeros(n)
-    g_s = np.zeros(n)
+    z = np.zeros(n, dtype=np.float32)
+    g_s = np.zeros(n, dtype=np.float32)
+    x = np.empty(n, dtype=np.float32)
+    scratch = np.empty(n, dtype=np.int32)
     for i in range(m):
-        row, drow, g = S[start + i], dS[start + i], target[i]
+        row, drow, g = S[i], dS[i], target[i]
         for k in range(n):
-            ex = math.exp(row[k] - top[k])
-            drow[k] = ex
-            z[k] += ex
+            x[k] = row[k] - top[k]
             g_s[k] += g * row[k]
-    total = 0.0
-    w = np.zeros(n)  # weight for the relation's persons, 0 for the other columns
-    for k in range(n):
-        if mask[ids[k]]:
-            total += g_log_g - g_s[k] + (math.log(z[k]) + top[k]) * g_sum
-            w[k] = weight
-            z[k] = weight / z[k]
-        else:
-            z[k] = 0.0
-    for i in range(m):
-        drow, g = dS[start + i], target[i]
+        exp_nonpositive(x, drow, scratch)
         for k in range(n):
-            drow[k] = drow[k] * z[k] - g * w[k]
+            z[k] += drow[k]
+    total = 0.0
+    for k in range(n):
+        total += g_log_g - g_s[k] + (math.log(z[k]) + top[k]) * g_sum
+        z[k] = np.float32(weight) / z[k]
+    w = np.float32(weight)
+    for i in range(m):
+        drow, g = dS[i], target[i] * w
+        for k in range(n):
+            drow[k] = drow[k] * z[k] - g
     return weight * total
 
 
