@@ -263,6 +263,26 @@ class Validator:
             return False
         return True
 
+    def _candidates(self, n_entities: int) -> np.ndarray:
+        """The entities ranked as answers: all but the attribute rows of ``--attribute-vectors``,
+        which the returned model drops (a validation that ranked them would not be the saved
+        model's). Sets ``answers`` (their ids, or None for all) and ``n_answers``; renumbers
+        ``triples`` over them; returns the known triples, renumbered likewise, for the filter."""
+        from .kernels.attributes import attribute_rows
+
+        keep = ~attribute_rows(self.kg.entity_names)
+        known = self.kg.all_triples()
+        self.answers, self.n_answers = None, n_entities
+        if keep.all():
+            return known
+        self.answers = np.flatnonzero(keep)
+        self.n_answers = self.answers.size
+        new_id = np.cumsum(keep) - 1
+        known = known[keep[known[:, 0]] & keep[known[:, 2]]]
+        renumber = lambda t: np.stack([new_id[t[:, 0]], t[:, 1], new_id[t[:, 2]]], axis=1)  # noqa: E731
+        self.triples = renumber(self.triples)
+        return renumber(known)
+
     def due(self, steps_done: int, last: int) -> bool:
         """--valid-every N: on multiples of N; automatic: ``every`` steps after the last validation
         (the interval may have widened since)."""
@@ -287,9 +307,13 @@ class Validator:
         if self.index is None:
             if self.auto and not self._affordable(emb):
                 return False
-            self.index = FilterIndex.from_triples(self.kg.all_triples(), emb.n_entities, emb.relation.shape[0])
-        metrics = link_prediction_metrics(emb.score_candidates, self.triples, None,
-                                          emb.n_entities, emb.relation.shape[0], index=self.index)
+            known = self._candidates(emb.n_entities)
+            self.index = FilterIndex.from_triples(known, self.n_answers, emb.relation.shape[0])
+        answers = self.answers
+        score = emb.score_candidates if answers is None else (
+            lambda anchors, relations, head: emb.score_candidates(answers[anchors], relations, head)[:, answers])
+        metrics = link_prediction_metrics(score, self.triples, None, self.n_answers, emb.relation.shape[0],
+                                          index=self.index)
         took = time.perf_counter() - started
         self.seconds += took
         if self.auto and getattr(self, "rate_ref", None) is not None:

@@ -192,6 +192,17 @@ def test_kl_with_attribute_vectors_debiases_and_saves_the_graphs_own_rows(kg, wh
     assert kgnum.evaluate(saved, kg, exclude_relations=free)["mrr"] >= 0.9 * other
 
 
+def test_validation_ranks_only_the_returned_models_entities(kg, whitelist):
+    """The attribute rows leave the returned model, so validation must not rank them: the best
+    valid MRR the run reports is the returned model's own."""
+    emb = kgnum.train(kg, "TransE_l2", dim=32, epochs=6, valid_every=5, patience=100, workers=1, progress=False,
+                      seed=0, debias="gender", attribute_whitelist=whitelist)
+    stats = emb.train_stats
+    assert len(stats["valid_history"]) >= 2
+    mine = kgnum.evaluate(emb, kg, "valid", exclude_relations=["gender"])["mrr"]
+    assert stats["best_valid_mrr"] == pytest.approx(mine, abs=1e-6)
+
+
 @pytest.mark.parametrize("line, why", [("no_such_relation", "no relation 'no_such_relation'"),
                                        ("member_of\tno_such_team", "no entity 'no_such_team'"),
                                        ("member_of\tteam_m0\textra", "expected REL or REL<TAB>TAIL")])
