@@ -155,7 +155,7 @@ def main():
     parser.add_argument("--model", default="TransE_l2")
     parser.add_argument("--dim", type=int, default=400)
     parser.add_argument("--gamma", type=float, default=None, help="the model's gamma (bilinear models: it sets "
-                        "the initial scale (gamma + 2) / dim; 34.25 keeps the dim-400 default's at dim 100)")
+                        "the initial scale (gamma + 2) / dim; their default keeps the dim-400 scale: 34.25 at dim 100)")
     parser.add_argument("--epochs", type=float, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=None)

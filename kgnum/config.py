@@ -47,7 +47,9 @@ class TrainConfig:
     neg_chunk: int = _opt(200, "positives per chunk sharing negatives")
     batch: int = _opt(1000, "positives per step")
     lr: float | None = _opt(None, "Adagrad learning rate", per_model=True)
-    gamma: float | None = _opt(None, "margin of distance models; also sets the init scale (gamma + 2) / dim",
+    gamma: float | None = _opt(None, "margin of distance models; also sets the init scale (gamma + 2) / dim "
+                                     "(bilinear models: the default keeps the scale of the model's default "
+                                     "dim at any --dim)",
                                per_model=True)
     adv: bool = _opt(True, "self-adversarial negative weighting (--no-adv: uniform weights)")
     adv_temp: float | None = _opt(None, "temperature of --adv", per_model=True)
@@ -120,9 +122,12 @@ class TrainConfig:
 
         sf = get_model(self.model)
         self.model = sf.name
+        gamma_given = self.gamma is not None
         for f in fields(self):
             if f.metadata.get("per_model") and getattr(self, f.name) is None:
                 setattr(self, f.name, sf.defaults.get(f.name, _FALLBACK[f.name]))
+        if not gamma_given:
+            self.gamma = default_gamma(sf, self.dim)
         if self.workers is None:
             self.workers = available_cores()
         if not self.has_stopping_rule():
@@ -197,6 +202,20 @@ def model_default(model: str, name: str):
     from .kernels.registry import get_model
 
     return get_model(model).defaults.get(name, _FALLBACK[name])
+
+
+def default_gamma(sf, dim: int) -> float:
+    """Model ``sf``'s default gamma at ``dim``. A product score has no margin: gamma only sets the
+    initial scale (gamma + 2) / dim, and the default keeps the scale of its value at the default
+    dim at every dim (143 at dim 400 would saturate the scores at dim 100: bench/RESULTS.md,
+    "The initial scale of bilinear models at other dims")."""
+    from .kernels.score import PRODUCT_METRICS
+
+    gamma = float(sf.defaults.get("gamma", _FALLBACK["gamma"]))
+    if sf.metric not in PRODUCT_METRICS:
+        return gamma
+    base_dim = sf.defaults.get("dim", _FALLBACK["dim"])
+    return (gamma + 2.0) * dim / base_dim - 2.0
 
 
 def model_defaults_table() -> str:

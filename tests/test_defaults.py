@@ -9,7 +9,7 @@ import pytest
 import kgnum
 from kgnum import config as config_module
 from kgnum.cli import main
-from kgnum.config import TrainConfig, available_cores
+from kgnum.config import TrainConfig, available_cores, default_gamma
 from kgnum.kernels.registry import get_model, model_names
 
 SMALL = dict(dim=16, neg=16, neg_chunk=16, batch=128, workers=1, progress=False)
@@ -21,6 +21,8 @@ def test_each_model_carries_its_own_defaults_into_the_saved_config(small_kg, tmp
         emb = kgnum.train(small_kg, model, max_steps=2, save=str(tmp_path / model), **SMALL)
         saved = json.loads((tmp_path / model / "config.json").read_text())["config"]
         for key, value in get_model(model).defaults.items():
+            if key == "gamma":  # a product model's default keeps its initial scale at this dim
+                value = default_gamma(get_model(model), SMALL["dim"])
             assert saved[key] == value, (model, key)
         assert saved["adv"] is True and emb.config == saved
         seen[model] = (saved["lr"], saved["gamma"], saved["reg_coef"])
@@ -43,6 +45,32 @@ def test_matrix_models_default_to_a_smaller_dim(small_kg):
     assert TrainConfig(model="TransR", max_steps=1).validate().dim == 100
     assert TrainConfig(model="ComplEx", max_steps=1).validate().dim == 400
     assert TrainConfig(model="RESCAL", dim=32, max_steps=1).validate().dim == 32
+
+
+def test_bilinear_default_gamma_keeps_the_initial_scale_at_any_dim():
+    for name in ("ComplEx", "DistMult", "TransE_dot"):
+        base = TrainConfig(model=name, max_steps=1).validate()
+        for dim in (50, 100, 800):
+            cfg = TrainConfig(model=name, dim=dim, max_steps=1).validate()
+            assert (cfg.gamma + 2) / dim == pytest.approx((base.gamma + 2) / base.dim)
+        assert TrainConfig(model=name, dim=100, gamma=143.0, max_steps=1).validate().gamma == 143.0
+    # a margin is not a scale: distance models keep theirs
+    margin = get_model("TransE_l2").defaults["gamma"]
+    assert TrainConfig(model="TransE_l2", dim=100, max_steps=1).validate().gamma == margin
+
+
+@pytest.fixture(scope="module")
+def nations(data_dir, tmp_path_factory):
+    return kgnum.load_dataset("nations", data_dir=data_dir, cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+def test_bilinear_defaults_learn_at_a_small_dim(nations):
+    """At dim 32 the dim-400 default's gamma (143) gives entries of +-4.5 and saturated scores;
+    the default keeps the dim-400 scale and learns far better."""
+    common = dict(dim=32, epochs=30, valid_every=0, workers=1, progress=False, seed=0)
+    scaled = kgnum.evaluate(kgnum.train(nations, "DistMult", **common), nations)["mrr"]
+    unscaled = kgnum.evaluate(kgnum.train(nations, "DistMult", gamma=143.0, **common), nations)["mrr"]
+    assert scaled > unscaled + 0.05, (scaled, unscaled)
 
 
 def test_help_lists_each_models_defaults(capsys):
