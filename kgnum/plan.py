@@ -27,6 +27,7 @@ WORKER_BYTES = 30 * MiB  # a forked shared-memory worker's own pages besides its
 DASK_WORKER_BYTES = 260 * MiB  # a Dask worker process (distributed + kgnum + the compiled step)
 NAME_BYTES = 72  # a vocabulary name held as a Python str in an object array (average)
 HEADROOM = 0.9  # a run is planned to fit when its peak is under this share of what is free
+TORCH_BYTES = 215 * MiB  # PyTorch and the adversarial baseline's module, imported (measured PSS)
 
 
 @dataclass
@@ -93,8 +94,10 @@ def available_bytes() -> int | None:
 
 
 def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, workers: int = 1,
-         backend: str = "cpu", n_eval: int = 0, parts: int | None = None, names: bool = True) -> Plan:
-    """The memory plan of one training run (then evaluation) with these sizes."""
+         backend: str = "cpu", n_eval: int = 0, parts: int | None = None, names: bool = True,
+         adversarial: int = 0) -> Plan:
+    """The memory plan of one training run (then evaluation) with these sizes. ``adversarial``: the
+    number of sensitive relations of a ``--debias-method adversarial`` run (0: none)."""
     sf = get_model(model)
     p = Plan(backend, workers)
     row = 4 * dim
@@ -124,6 +127,10 @@ def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, 
         p.add("snapshot gathered for validation and the final model", tables, "this process", "train")
     elif backend == "gpu":
         p.add("gpu engine: host buffers (not planned in detail yet)", 0, "this process", "train")
+    if adversarial:  # the model is the [a] view; each snapshot also holds one [s] view per relation
+        p.add("adversarial baseline: PyTorch", TORCH_BYTES, "this process", "train")
+        p.add(f"adversarial: the [a] view and {adversarial} [s] views of the entity table",
+              (adversarial + 1) * n_entities * row)
     # validation (on by default) scores a snapshot: a copy of the entity and relation tables
     p.add("validation: a snapshot of the tables", n_entities * row + n_relations * rel_row, "this process", "train")
     # evaluation (validation during training, the test split after): score blocks of the
@@ -140,5 +147,8 @@ def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, 
 def plan_for(kg, cfg) -> Plan:
     """The plan of training ``cfg`` (a validated TrainConfig) on graph ``kg``."""
     n_eval = kg.valid.shape[0] + kg.test.shape[0]
+    adversarial = 0
+    if getattr(cfg, "debias", None) and getattr(cfg, "debias_method", "kl") == "adversarial":
+        adversarial = len([r for r in cfg.debias.split(",") if r])
     return plan(kg.n_entities, kg.n_relations, kg.train.shape[0], cfg.model, cfg.dim, cfg.workers, cfg.backend,
-                n_eval, cfg.parts)
+                n_eval, cfg.parts, adversarial=adversarial)

@@ -25,6 +25,22 @@ def test_plan_counts_the_tables_and_the_engine_copies():
     assert dask.per_worker is not None and dask.per_worker < dask.peak
 
 
+def test_plan_counts_the_adversarial_views():
+    from kgnum.config import TrainConfig
+    from kgnum.plan import plan_for
+
+    kg = kgnum.synthetic(n_entities=2000, n_relations=6, n_train=4000, n_valid=100, n_test=100, seed=0)
+    names = ",".join(kg.relation_names[:3])
+    base = plan_for(kg, TrainConfig(model="TransE_l2", dim=64, max_steps=1, workers=1).validate())
+    kl = plan_for(kg, TrainConfig(model="TransE_l2", dim=64, max_steps=1, workers=1, debias=names).validate())
+    adv = plan_for(kg, TrainConfig(model="TransE_l2", dim=64, max_steps=1, workers=1, debias=names,
+                                   debias_method="adversarial").validate())
+    assert kl.peak == base.peak
+    views = 4 * 2000 * 64 * 4  # the [a] view and three [s] views
+    assert adv.during("train") - base.during("train") == views + plan_module.TORCH_BYTES
+    assert any("3 [s] views" in what for what, *_ in adv.items)
+
+
 def test_cli_plan_from_counts_and_from_a_dataset(tmp_path, capsys, small_kg, write_tsv):
     out = tmp_path / "plan.json"
     assert main(["plan", "--entities", "5000000", "--relations", "1000", "--edges", "50000000", "--dim", "100",
