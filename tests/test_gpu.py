@@ -139,10 +139,11 @@ def test_placement_errors_name_the_bytes(kg, capsys, monkeypatch):
 def test_debias_on_emulated_devices_cuts_the_difference_in_scores_as_the_cpu_engine_does():
     """The array step's KL term on two emulated devices (relations split between them: a sensitive
     relation's row is read from the device training it) removes the planted gender bias as the Numba
-    term of the CPU engine does. Measured (TransE_l2, these settings; seeds 1-6, seed 1 twelve times:
-    two device threads make the engine nondeterministic): D 1.82-2.02 without the term, |D| 0.008-0.094
-    with it on the devices (at least a 19x cut), 0.035-0.049 on the CPU engine; the debiased D of the
-    two engines differ by at most 0.06."""
+    term of the CPU engine does. Two device threads make the engine nondeterministic, the more so on a
+    loaded machine: with gender weight 2, |D| reached 0.175 once in CI against D 1.75 without the term
+    (0.008-0.096 in 32 other runs, some with three runs sharing two cores); with weight 4 (these
+    settings, seed 1, 12 runs, two at a time on two cores) |D| is at most 0.069 on the devices, D
+    1.8-2.0 without the term."""
     pytest.importorskip("sklearn")
     from kgnum.bias.measure import difference_in_scores, sensitive_relation
     from kgnum.bias.planted import planted_bias_graph
@@ -150,7 +151,7 @@ def test_debias_on_emulated_devices_cuts_the_difference_in_scores_as_the_cpu_eng
     planted = planted_bias_graph(seed=0)
     gender = sensitive_relation(planted, "gender")
     opts = dict(dim=32, epochs=40, neg=32, neg_chunk=32, batch=256, valid_every=0, progress=False, seed=1)
-    debias = dict(debias="gender,member_of", debias_weight="gender=2,member_of=5")
+    debias = dict(debias="gender,member_of", debias_weight="gender=4,member_of=5")
     basic = difference_in_scores(kgnum.train(planted, "TransE_l2", backend="gpu", gpus="numpy:2", **opts), gender)
     on_gpu = difference_in_scores(kgnum.train(planted, "TransE_l2", backend="gpu", gpus="numpy:2", **debias,
                                               **opts), gender)
