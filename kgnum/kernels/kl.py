@@ -1,8 +1,8 @@
 """The debiasing KL term (../shared/docs/BIAS.md, section 2): an extra loss term of the step.
 
-For every person p among a chunk's heads and tails and each sensitive relation j,
-q_pj = softmax over j's top-M values m of g(e_p, r_j, e_m) (the person on the side
-the data puts it); the term adds w_j * KL(G_j || q_pj) (G_j uniform 1/M), scaled
+For every person p among a chunk's heads and tails and each sensitive relation j it
+has training triples of, q_pj = softmax over j's top-M values m of g(e_p, r_j, e_m)
+(the person on the side the data puts it); the term adds w_j * KL(G_j || q_pj) (G_j uniform 1/M), scaled
 like the chunk's loss (1 / positives in the batch). Only person rows receive its
 gradient, d/dS KL(G || softmax(S)) = softmax(S) - G, back through the model's
 metric and query form (or its pair kernel for TransR): relation rows and value
