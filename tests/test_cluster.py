@@ -174,20 +174,34 @@ def _stop(procs):
                 p.wait()
 
 
+def _start_cluster(procs: list, workers: int = 2) -> str:
+    """Start ``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1 (appended to
+    ``procs``, the scheduler first) and wait until every worker has joined; return the address. A
+    scheduler that exits at once (its port taken between choosing and binding) is started again on
+    another port."""
+    from distributed import Client
+
+    for _ in range(3):
+        port = _free_port()
+        scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")
+        time.sleep(2)
+        if scheduler.poll() is None:
+            break
+    procs.append(scheduler)
+    address = f"tcp://127.0.0.1:{port}"
+    procs += [_dask("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1")
+              for _ in range(workers)]
+    with Client(address, timeout=60) as c:
+        c.wait_for_workers(workers, timeout=60)
+    return address
+
+
 @pytest.fixture
 def command_line_cluster():
     """``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1: (address, procs)."""
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    procs = [_dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")]
+    procs = []
     try:
-        time.sleep(2)
-        procs += [_dask("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1")
-                  for _ in range(2)]
-        from distributed import Client
-
-        with Client(address, timeout=60) as c:
-            c.wait_for_workers(2, timeout=60)
+        address = _start_cluster(procs)
         yield address, procs
     finally:
         _stop(procs)
@@ -242,11 +256,8 @@ def test_losing_every_worker_keeps_the_checkpoints_and_resume_continues(command_
     assert saved.train_stats["steps"] > 0 and np.isfinite(saved.entity).all()
     # a new cluster, the same checkpoints
     _stop(procs)
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    procs[:] = [_dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")]
-    time.sleep(2)
-    procs += [_dask("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard") for _ in range(2)]
+    procs.clear()
+    address = _start_cluster(procs)  # the fixture stops these
     flags[flags.index("--scheduler") + 1] = address
     code = main(["train", *flags, "--epochs", "2", "--resume", "--json", str(tmp_path / "run.json")])
     assert code == 0, capsys.readouterr().err
