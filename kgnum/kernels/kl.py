@@ -46,35 +46,6 @@ def _target_entropy(target, m):
     return out
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
-def _kl_grad(S, target, m, weight, dS):
-    """dS = weight * (softmax(S) - G) row-wise; returns weight * sum_rows KL(G || softmax(S)).
-
-    KL(G || q) = sum G log G - sum G s + log Z * sum G: one exp per score and one log per row."""
-    g_log_g = _target_entropy(target, m)
-    g_sum = 0.0
-    for i in range(m):
-        g_sum += target[i]
-    total = 0.0
-    e = np.empty(m, dtype=np.float64)
-    for k in range(S.shape[0]):
-        row = S[k]
-        top = row[0]
-        for i in range(1, m):
-            top = max(top, row[i])
-        z = 0.0
-        g_s = 0.0
-        for i in range(m):
-            e[i] = math.exp(row[i] - top)
-            z += e[i]
-            g_s += target[i] * row[i]
-        total += g_log_g - g_s + (math.log(z) + top) * g_sum
-        inv = 1.0 / z
-        for i in range(m):
-            dS[k, i] = weight * (e[i] * inv - target[i])
-    return weight * total
-
-
 @numba.njit(cache=True, nogil=True)
 def _persons_of(ids, mask_row):
     n = 0
@@ -207,9 +178,9 @@ def _person_positions(heads, tails, masks):
 @numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 def _kl_grad_columns(S, dS, target, weight):
     """dS = weight * (softmax - G) down every column of S (m values x persons); returns weight *
-    the sum of the columns' KL(G || softmax) (as ``_kl_grad``: one exp per score, one log per
-    column). Row by row, in float32 with the loss's vectorizable exp: the block is read along
-    its rows, and every loop runs across the persons."""
+    the sum of the columns' KL(G || softmax), as KL(G || q) = sum G log G - sum G s + log Z * sum G:
+    one exp per score, one log per column. Row by row, in float32 with the loss's vectorizable
+    exp: the block is read along its rows, and every loop runs across the persons."""
     m, n = S.shape
     g_log_g = _target_entropy(target, m)
     g_sum = 0.0
@@ -264,23 +235,23 @@ def _make_pair_kl(sf):
                 n = sel.shape[0]
                 if n == 0:
                     continue
-                S = np.empty((n, m), dtype=np.float32)
+                S = np.empty((m, n), dtype=np.float32)  # values x persons, as the query-form kernel
                 scratch = np.zeros(H.shape[1], dtype=np.float32)
                 P = gather_rows(entity, ids[sel])  # the persons' own rows (see the query-form kernel)
                 for k in range(n):
                     for i in range(m):
                         if tail:
-                            S[k, i] = pair(V[i], rj, P[k], p.gamma, 0.0, g_val, g_rel, scratch)
+                            S[i, k] = pair(V[i], rj, P[k], p.gamma, 0.0, g_val, g_rel, scratch)
                         else:
-                            S[k, i] = pair(P[k], rj, V[i], p.gamma, 0.0, scratch, g_rel, g_val)
+                            S[i, k] = pair(P[k], rj, V[i], p.gamma, 0.0, scratch, g_rel, g_val)
                 dS = np.empty_like(S)
-                penalty += _kl_grad(S, p.target[j], m, p.weights[j] * scale, dS)
+                penalty += _kl_grad_columns(S, dS, p.target[j], p.weights[j] * scale)
                 for k in range(n):
                     for i in range(m):
                         if tail:
-                            pair(V[i], rj, P[k], p.gamma, dS[k, i], g_val, g_rel, gX[sel[k]])
+                            pair(V[i], rj, P[k], p.gamma, dS[i, k], g_val, g_rel, gX[sel[k]])
                         else:
-                            pair(P[k], rj, V[i], p.gamma, dS[k, i], gX[sel[k]], g_rel, g_val)
+                            pair(P[k], rj, V[i], p.gamma, dS[i, k], gX[sel[k]], g_rel, g_val)
         ent_rows, ent_grads = no_rows(H.shape[1])
         rel_rows, rel_grads = no_rows(R.shape[1])
         return penalty, ent_rows, ent_grads, rel_rows, rel_grads
