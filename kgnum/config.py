@@ -180,10 +180,14 @@ class TrainConfig:
             bad("part_checkpoint_every", "must be > 0")
         return self
 
+    def debias_relations(self) -> list[str]:
+        """The --debias relations, each once, in the order given."""
+        return list(dict.fromkeys(r for r in (self.debias or "").split(",") if r))
+
     def excluded_relations(self) -> list[str]:
         """Relations left out of validation and test metrics: --eval-exclude-relations and --debias."""
         names = [r for r in (self.eval_exclude_relations or "").split(",") if r]
-        return list(dict.fromkeys(names + [r for r in (self.debias or "").split(",") if r]))
+        return list(dict.fromkeys(names + self.debias_relations()))
 
     def has_stopping_rule(self) -> bool:
         return any(getattr(self, k) is not None for k in ("max_steps", "epochs", "time_budget"))

@@ -147,8 +147,6 @@ def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, 
 def plan_for(kg, cfg) -> Plan:
     """The plan of training ``cfg`` (a validated TrainConfig) on graph ``kg``."""
     n_eval = kg.valid.shape[0] + kg.test.shape[0]
-    adversarial = 0
-    if getattr(cfg, "debias", None) and getattr(cfg, "debias_method", "kl") == "adversarial":
-        adversarial = len([r for r in cfg.debias.split(",") if r])
+    adversarial = len(cfg.debias_relations()) if cfg.debias_method == "adversarial" else 0
     return plan(kg.n_entities, kg.n_relations, kg.train.shape[0], cfg.model, cfg.dim, cfg.workers, cfg.backend,
                 n_eval, cfg.parts, adversarial=adversarial)

@@ -255,7 +255,7 @@ class AdversarialEngine:
     def __init__(self, cfg, kg):
         if kg is None:
             raise ValueError("--debias-method adversarial: the engine needs the graph (its sensitive relations)")
-        relations = list(dict.fromkeys(r for r in (cfg.debias or "").split(",") if r))
+        relations = cfg.debias_relations()
         if not relations:
             raise ValueError("--debias-method adversarial: give the sensitive relations with --debias")
         self.attributes = [attribute(kg, name, int(cfg.debias_top_m)) for name in relations]

@@ -29,7 +29,7 @@ def augment(kg: KnowledgeGraph, cfg) -> KnowledgeGraph:
         read_whitelist(cfg.attribute_whitelist, kg)  # its errors name the file and line, before training
     entity_names, relation_names = list(kg.entity_names), list(kg.relation_names)
     twins = []
-    for name in [r for r in cfg.debias.split(",") if r]:
+    for name in cfg.debias_relations():
         rel, _, _, values, _ = sensitive_triples(kg, name, "--debias", top_m=int(cfg.debias_top_m))
         entity_names += [attribute_name(name, str(kg.entity_names[v])) for v in np.unique(values)]
         triples = kg.train[kg.train[:, 1] == rel].copy()

@@ -215,7 +215,7 @@ def attribute_params(config, kg) -> AttrParams | None:
     twin relations and attribute rows are found by their names."""
     if not getattr(config, "attribute_vectors", False) or not config.debias or kg is None:
         return None
-    names = [r for r in config.debias.split(",") if r]
+    names = config.debias_relations()
     n_e = kg.n_entities
     twin_of = np.full(kg.n_relations, -1, dtype=np.int64)
     attr_of = np.full((len(names), n_e), -1, dtype=np.int64)

@@ -339,7 +339,7 @@ def kl_params(config, kg) -> KLParams | None:
     """The term's parameters from ``--debias``, ``--debias-top-m``, ``--debias-weight`` and the graph."""
     if not getattr(config, "debias", None) or getattr(config, "debias_method", "kl") != "kl" or kg is None:
         return None
-    relations = [r for r in config.debias.split(",") if r]
+    relations = config.debias_relations()
     weights = parse_weights(config.debias_weight, relations)
     top_m = int(config.debias_top_m)
     rel_ids, tail, values, masks, w = [], [], [], [], []
