@@ -93,6 +93,22 @@ GENDERED_WORDS = r"(?i)(^|[_\s-])(actor|actress|male|female|women'?s|men'?s)([_\
 CONDITIONS = ("basic", "kl", "kl+attr", "adversarial")
 
 
+def attribute_whitelist(args, kg) -> str:
+    """``--whitelist``, or the award categories named for one gender that the data confirms
+    (``gendered_tails``), written to bench/out/whitelist_<graph>.tsv."""
+    if args.whitelist:
+        return args.whitelist
+    relations = [r for r in args.sensitive.split(",") if r]
+    names = read_names(os.path.join(kg.source or "", "entity_names.tsv"))
+    pairs = gendered_tails(kg, relations[0], "award", names, GENDERED_WORDS)
+    path = "bench/out/whitelist_%s.tsv" % kg.name.replace("/", "_")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.writelines(f"{r}\t{t}\n" for r, t in pairs)
+    print(f"attribute whitelist: {len(pairs)} (relation, tail) pairs -> {path}")
+    return path
+
+
 def step_cost(args, positives: int = 20_000, bursts: int = 7):
     """Median CPU seconds of ``positives`` training positives per condition, bursts interleaved."""
     from threadpoolctl import threadpool_limits
@@ -103,7 +119,7 @@ def step_cost(args, positives: int = 20_000, bursts: int = 7):
     from kgnum.train import initial_embeddings, make_job
 
     kg = load(args.dataset)
-    whitelist = args.whitelist or "bench/out/whitelist_%s.tsv" % kg.name.replace("/", "_")
+    whitelist = attribute_whitelist(args, kg)
     runs = {}
     for condition, extra in (("basic", {}), ("kl", dict(debias=args.sensitive, debias_weight=args.weights)),
                              ("kl+attr", dict(debias=args.sensitive, debias_weight=args.weights,
@@ -184,14 +200,7 @@ def main():
     kg = load(args.dataset)
     relations = [r for r in args.sensitive.split(",") if r]
     values = args.values.split(",") if args.values else None
-    whitelist = args.whitelist
-    if "kl+attr" in args.conditions and whitelist is None:
-        names_file = os.path.join(kg.source or "", "entity_names.tsv")
-        pairs = gendered_tails(kg, relations[0], "award", read_names(names_file), GENDERED_WORDS)
-        whitelist = "bench/out/whitelist_%s.tsv" % kg.name.replace("/", "_")
-        with open(whitelist, "w") as f:
-            f.writelines(f"{r}\t{t}\n" for r, t in pairs)
-        print(f"attribute whitelist: {len(pairs)} (relation, tail) pairs -> {whitelist}")
+    whitelist = attribute_whitelist(args, kg) if "kl+attr" in args.conditions else None
     runs = []
     for seed in args.seeds:
         for condition in args.conditions:

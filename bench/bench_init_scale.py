@@ -15,8 +15,8 @@ import argparse
 import time
 
 import kgnum
-
-BASE_GAMMA, BASE_DIM = 143.0, 400
+from kgnum.config import default_gamma
+from kgnum.kernels.registry import get_model
 
 
 def main():
@@ -33,11 +33,12 @@ def main():
         big = kg.n_entities > 10_000
         run = dict(epochs=10, valid_every=0) if big else {}
         for model in args.models:
+            sf = get_model(model)
             for dim in args.fb_dims if big else args.dims:
-                scaled = (BASE_GAMMA + 2) * dim / BASE_DIM - 2
+                base, scaled = sf.defaults["gamma"], default_gamma(sf, dim)  # the default: the scale kept
                 t = time.perf_counter()
                 mrr = [kgnum.evaluate(kgnum.train(kg, model, dim=dim, gamma=g, workers=1, seed=0, progress=False,
-                                                  **run), kg)["mrr"] for g in (BASE_GAMMA, scaled)]
+                                                  **run), kg)["mrr"] for g in (base, scaled)]
                 print(f"{kg.name:10s} {model:9s} {dim:4d} {mrr[0]:10.4f} {mrr[1]:11.4f} {scaled:9.3f} "
                       f"{mrr[1] / mrr[0]:5.2f}x {time.perf_counter() - t:8.1f}", flush=True)
 
