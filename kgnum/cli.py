@@ -100,13 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--entities", type=_positive, help="number of entities (instead of a dataset)")
     pl.add_argument("--relations", type=_positive, help="number of relations (instead of a dataset)")
     pl.add_argument("--edges", type=_positive, help="number of training triples (instead of a dataset)")
-    pl.add_argument("--model", default=TrainConfig.model, help=f"score function (default {TrainConfig.model}); "
-                    f"one of {', '.join(model_names())}")
-    pl.add_argument("--dim", type=_positive, help="real floats per entity row (default: the model's)")
-    pl.add_argument("--workers", type=_workers, help="workers (default: the cores this process may use)")
-    pl.add_argument("--backend", choices=["cpu", "gpu", "dask"], default="cpu", help="engine (default cpu)")
-    pl.add_argument("--parts", type=_positive, help="dask: parts (default: one per worker)")
     pl.add_argument("--json", help="write the plan to this JSON file")
+    pl.add_argument("--preset", choices=sorted(PRESETS), help="as kgnum train")
+    pl.add_argument("--config", help="as kgnum train")
+    _config_args(pl)  # kgnum train's configuration flags, so the plan is of the same run
 
     tu = sub.add_parser("tune", help="budgeted hyperparameter search (Optuna): writes DIR/best.json for "
                         "kgnum train --config")
@@ -474,22 +471,30 @@ def cmd_train(args) -> int:
 def cmd_plan(args) -> int:
     from .plan import plan, plan_for
 
-    opts = {k: v for k, v in dict(model=args.model, dim=args.dim, workers=args.workers, backend=args.backend,
-                                  parts=args.parts).items() if v is not None}
-    cfg = TrainConfig(**opts, max_steps=1).validate()
+    from .train import resolve_config, training_graph
+
+    options = _config_from_args(args)
+    if not any(k in options for k in ("max_steps", "epochs", "time_budget")):
+        options["max_steps"] = 1  # how long the run lasts does not change what it holds
+    cfg = resolve_config(options.pop("model", None), options, None)
     counts = (args.entities, args.relations, args.edges)
     if args.dataset or args.data_path or getattr(args, "data_files", None):
         if any(c is not None for c in counts):
             raise ValueError("--entities/--relations/--edges or a dataset, not both")
         kg = _load_kg(args)
-        p = plan_for(kg, cfg)
+        p = plan_for(training_graph(kg, cfg), cfg)
         what = f"{kg.name}: {kg.n_entities:,} entities, {kg.n_relations:,} relations, {kg.train.shape[0]:,} train"
     else:
         if any(c is None for c in counts):
             raise ValueError("give a dataset (--dataset or --data-path) or all of --entities, --relations, --edges")
-        p = plan(*counts, cfg.model, cfg.dim, cfg.workers, cfg.backend, 0, cfg.parts, names=True)
+        if cfg.attribute_vectors:
+            raise ValueError("--attribute-vectors: the plan counts the attribute rows from the sensitive "
+                             "relations' values, so give a dataset (--dataset or --data-path)")
+        adversarial = len(cfg.debias_relations()) if cfg.debias_method == "adversarial" else 0
+        p = plan(*counts, cfg.model, cfg.dim, cfg.workers, cfg.backend, 0, cfg.parts, names=True,
+                 adversarial=adversarial)
         what = f"{args.entities:,} entities, {args.relations:,} relations, {args.edges:,} train"
-    print(f"memory plan: {cfg.model} dim {cfg.dim}, backend {cfg.backend}, {cfg.workers} worker(s); {what}")
+    print(f"memory plan: {cfg.model} dim {cfg.dim}, backend {cfg.backend}, {p.workers} worker(s); {what}")
     print(p.table())
     if args.json:
         _write_json(args.json, p.to_dict())

@@ -99,6 +99,8 @@ def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, 
     """The memory plan of one training run (then evaluation) with these sizes. ``adversarial``: the
     number of sensitive relations of a ``--debias-method adversarial`` run (0: none)."""
     sf = get_model(model)
+    if adversarial:
+        workers = 1  # the adversarial baseline trains in this process (kgnum.train ignores --workers)
     p = Plan(backend, workers)
     row = 4 * dim
     rel_row = 4 * sf.relation_dim(dim)

@@ -149,6 +149,16 @@ def make_engine(cfg: TrainConfig, kg: KnowledgeGraph | None = None, client=None)
     return engine_module.make_engine(cfg)
 
 
+def training_graph(kg: KnowledgeGraph, cfg: TrainConfig) -> KnowledgeGraph:
+    """The graph a run of ``cfg`` trains on: ``kg``, with the attribute rows, twin relations and
+    twin triples when ``cfg.attribute_vectors``."""
+    if not cfg.attribute_vectors:
+        return kg
+    from .bias.attributes import augment
+
+    return augment(kg, cfg)
+
+
 def _check_memory(kg: KnowledgeGraph, cfg: TrainConfig, force: bool) -> None:
     from .plan import format_bytes, plan_for
 
@@ -196,10 +206,7 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     if kg.train.shape[0] == 0:
         raise ValueError("the training split is empty")
     graph = kg
-    if cfg.attribute_vectors:  # train on the graph with attribute rows and twin relations
-        from .bias.attributes import augment
-
-        kg = augment(kg, cfg)
+    kg = training_graph(kg, cfg)
     if init is not None:
         init = grown(init, kg, cfg)
         kg = kg.aligned_to(init.entity_names, init.relation_names)

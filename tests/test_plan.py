@@ -25,20 +25,40 @@ def test_plan_counts_the_tables_and_the_engine_copies():
     assert dask.per_worker is not None and dask.per_worker < dask.peak
 
 
-def test_plan_counts_the_adversarial_views():
-    from kgnum.config import TrainConfig
-    from kgnum.plan import plan_for
+def test_plan_of_a_debiased_run_takes_train_flags_and_train_refuses_what_it_refuses(tmp_path, monkeypatch,
+                                                                                    capsys, write_tsv):
+    """kgnum plan with a debiased run's flags counts what that run holds (attribute rows,
+    PyTorch and the adversarial views), and kgnum train refuses the adversarial run on a machine
+    where the KL run of the same graph and size goes ahead."""
+    from kgnum.bias.planted import planted_bias_graph
 
-    kg = kgnum.synthetic(n_entities=2000, n_relations=6, n_train=4000, n_valid=100, n_test=100, seed=0)
-    names = ",".join(kg.relation_names[:3])
-    base = plan_for(kg, TrainConfig(model="TransE_l2", dim=64, max_steps=1, workers=1).validate())
-    kl = plan_for(kg, TrainConfig(model="TransE_l2", dim=64, max_steps=1, workers=1, debias=names).validate())
-    adv = plan_for(kg, TrainConfig(model="TransE_l2", dim=64, max_steps=1, workers=1, debias=names,
-                                   debias_method="adversarial").validate())
-    assert kl.peak == base.peak
-    views = 4 * 2000 * 64 * 4  # the [a] view and three [s] views
-    assert adv.during("train") - base.during("train") == views + plan_module.TORCH_BYTES
-    assert any("3 [s] views" in what for what, *_ in adv.items)
+    kg = planted_bias_graph(n_persons=3000)
+    folder = write_tsv(kg, tmp_path / "graph")
+    flags = ["--data-path", str(folder), "--dim", "64", "--workers", "1", "--debias", "gender,member_of"]
+
+    def peak(*extra):
+        out = tmp_path / "plan.json"
+        assert main(["plan", *flags, *extra, "--json", str(out)]) == 0
+        capsys.readouterr()
+        return json.loads(out.read_text())["peak_bytes"]
+
+    basic = peak()
+    attributes = peak("--attribute-vectors")
+    kl, adversarial = peak("--debias-weight", "gender=2"), peak("--debias-method", "adversarial")
+    assert kl == basic < attributes  # attribute rows and twin triples; the KL term holds nothing
+    assert adversarial - kl > 100 * 1024 ** 2  # PyTorch (and the views)
+    assert main(["plan", "--entities", "100", "--relations", "3", "--edges", "1000", "--attribute-vectors",
+                 "--debias", "gender"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--attribute-vectors" in err and "dataset" in err
+
+    free = int((kl + 50 * 1024 ** 2) / plan_module.HEADROOM)
+    monkeypatch.setattr(plan_module, "available_bytes", lambda: free)
+    run = ["train", *flags, "--max-steps", "2", "--no-progress", "--eval-split", "none"]
+    assert main(run) == 0
+    assert main(run + ["--debias-method", "adversarial"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "available" in err and "--force" in err, err
 
 
 def test_cli_plan_from_counts_and_from_a_dataset(tmp_path, capsys, small_kg, write_tsv):
