@@ -19,7 +19,7 @@ import numpy as np
 
 from .losses import exp_nonpositive
 from .memory import gather_rows, no_rows
-from .metrics import METRIC_KERNELS
+from .metrics import CANDIDATE_BACKWARD, METRIC_KERNELS
 
 TWO_VALUED_WEIGHT = 1.0  # BIAS.md: gender 1,
 MANY_VALUED_WEIGHT = 100.0  # ... the others 100
@@ -60,58 +60,13 @@ def _persons_of(ids, mask_row):
     return sel
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
-def _dot_candidate_backward(Q, N, S, dS, gamma, gN):
-    np.dot(dS.T, Q, gN)
-
-
-@numba.njit(cache=True, fastmath=True, nogil=True)
-def _l2_candidate_backward(Q, N, S, dS, gamma, gN):
-    # the candidate half of metrics.l2_backward: gN = C^T @ Q - colsum(C) n, C = dS / distance
-    C = np.empty_like(dS)
-    col_sum = np.zeros(S.shape[1], dtype=np.float32)
-    g, eps, zero = np.float32(gamma), np.float32(1e-12), np.float32(0.0)
-    for i in range(S.shape[0]):
-        s, ds, cw = S[i], dS[i], C[i]
-        for j in range(s.shape[0]):
-            dist = g - s[j]
-            w = ds[j] / max(dist, eps) if dist > eps else zero
-            cw[j] = w
-            col_sum[j] += w
-    np.dot(C.T, Q, gN)
-    for j in range(gN.shape[0]):
-        gn, n, w = gN[j], N[j], col_sum[j]
-        for d in range(gn.shape[0]):
-            gn[d] -= w * n[d]
-
-
-@numba.njit(cache=True, fastmath=True, nogil=True)
-def _dot_offset_candidate_backward(Q, N, S, dS, gamma, gN):
-    np.dot(dS.T, Q[:, :N.shape[1]], gN)  # the offset column does not reach the candidates
-
-
-def _both_sides_backward(backward):
-    @numba.njit(fastmath=True, nogil=True)
-    def candidate_backward(Q, N, S, dS, gamma, gN):
-        gQ = np.empty_like(Q)
-        backward(Q, N, S, dS, gamma, gQ, gN)
-
-    return candidate_backward
-
-
-# the metric's gradient with respect to the candidates only (the term's queries are frozen);
-# metrics without one here run their full backward and drop the query half
-_CANDIDATE_BACKWARD = {"dot": _dot_candidate_backward, "dot_offset": _dot_offset_candidate_backward,
-                       "l2": _l2_candidate_backward}
-
-
 def make_kl_kernel(sf):
     """The term's Numba kernel for score function ``sf``."""
     if sf.metric == "pair":
         return _make_pair_kl(sf)
     query = sf.query
     scores = METRIC_KERNELS[sf.metric][0]
-    candidate_backward = _CANDIDATE_BACKWARD.get(sf.metric) or _both_sides_backward(METRIC_KERNELS[sf.metric][1])
+    candidate_backward = CANDIDATE_BACKWARD[sf.metric]
 
     @numba.njit(fastmath=True, nogil=True)
     def kl(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):

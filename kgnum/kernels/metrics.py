@@ -10,6 +10,9 @@ Each metric provides four Numba functions with the same signatures:
 * ``pos_backward(Q, X, s, ds, gamma, gQ, gX)``: *adds* the gradient of
   sum(ds * s) into gQ and gX.
 
+and ``CANDIDATE_BACKWARD[metric](Q, N, S, dS, gamma, gN)``, the candidate half of
+``backward`` alone.
+
 ``dot_offset`` is ``dot`` with a per-query additive offset: its query rows
 are one column wider than the candidates, [q | o] (c, d + 1), and score
 q . x + o (a model whose score against candidates is a dot product plus a
@@ -44,9 +47,14 @@ def dot_scores(Q, N, gamma, S):
 
 
 @numba.njit(cache=True, fastmath=True)
+def dot_candidate_backward(Q, N, S, dS, gamma, gN):
+    np.dot(dS.T, Q, gN)
+
+
+@numba.njit(cache=True, fastmath=True)
 def dot_backward(Q, N, S, dS, gamma, gQ, gN):
     np.dot(dS, N, gQ)
-    np.dot(dS.T, Q, gN)
+    dot_candidate_backward(Q, N, S, dS, gamma, gN)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -94,7 +102,12 @@ def dot_offset_backward(Q, N, S, dS, gamma, gQ, gN):
         for k in range(d):
             gq[k] = g[k]
         gq[d] = acc
-    np.dot(dS.T, np.ascontiguousarray(Q[:, :d]), gN)
+    dot_offset_candidate_backward(Q, N, S, dS, gamma, gN)
+
+
+@numba.njit(cache=True, fastmath=True)
+def dot_offset_candidate_backward(Q, N, S, dS, gamma, gN):
+    np.dot(dS.T, np.ascontiguousarray(Q[:, :N.shape[1]]), gN)  # the offset column does not reach the candidates
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -148,7 +161,7 @@ def l2_scores(Q, N, gamma, S):
 
 
 @numba.njit(cache=True, fastmath=True)
-def l2_backward(Q, N, S, dS, gamma, gQ, gN):
+def _l2_weights(S, dS, gamma):
     # dS/dq = -(q - n)/dist; with C = dS / dist: gQ = C @ N - rowsum(C) q,
     # gN = C^T @ Q - colsum(C) n
     c, k = S.shape
@@ -168,16 +181,33 @@ def l2_backward(Q, N, S, dS, gamma, gQ, gN):
             acc += w
             col_sum[j] += w
         row_sum[i] = acc
-    np.dot(C, N, gQ)
+    return C, row_sum, col_sum
+
+
+@numba.njit(cache=True, fastmath=True)
+def _l2_candidate_half(Q, N, C, col_sum, gN):
     np.dot(C.T, Q, gN)
-    for i in range(c):
-        gq, q, w = gQ[i], Q[i], row_sum[i]
-        for d in range(gq.shape[0]):
-            gq[d] -= w * q[d]
-    for j in range(k):
+    for j in range(N.shape[0]):
         gn, n, w = gN[j], N[j], col_sum[j]
         for d in range(gn.shape[0]):
             gn[d] -= w * n[d]
+
+
+@numba.njit(cache=True, fastmath=True)
+def l2_backward(Q, N, S, dS, gamma, gQ, gN):
+    C, row_sum, col_sum = _l2_weights(S, dS, gamma)
+    np.dot(C, N, gQ)
+    for i in range(Q.shape[0]):
+        gq, q, w = gQ[i], Q[i], row_sum[i]
+        for d in range(gq.shape[0]):
+            gq[d] -= w * q[d]
+    _l2_candidate_half(Q, N, C, col_sum, gN)
+
+
+@numba.njit(cache=True, fastmath=True)
+def l2_candidate_backward(Q, N, S, dS, gamma, gN):
+    C, _, col_sum = _l2_weights(S, dS, gamma)
+    _l2_candidate_half(Q, N, C, col_sum, gN)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -365,10 +395,29 @@ def cmod_pos_backward(Q, X, s, ds, gamma, gQ, gX):
             gx[half + k] += inv * di
 
 
+def _candidate_half(backward):
+    @numba.njit(fastmath=True, nogil=True)
+    def candidate_backward(Q, N, S, dS, gamma, gN):
+        gQ = np.empty_like(Q)
+        backward(Q, N, S, dS, gamma, gQ, gN)
+
+    return candidate_backward
+
+
 METRIC_KERNELS = {
     "dot": (dot_scores, dot_backward, dot_pos_scores, dot_pos_backward),
     "dot_offset": (dot_offset_scores, dot_offset_backward, dot_offset_pos_scores, dot_offset_pos_backward),
     "l2": (l2_scores, l2_backward, l2_pos_scores, l2_pos_backward),
     "l1": (l1_scores, l1_backward, l1_pos_scores, l1_pos_backward),
     "cmod": (cmod_scores, cmod_backward, cmod_pos_scores, cmod_pos_backward),
+}
+
+# ``candidate_backward(Q, N, S, dS, gamma, gN)``: *writes* gN alone (queries held fixed, as the
+# debiasing term's values and relations are); the loop metrics run their full backward
+CANDIDATE_BACKWARD = {
+    "dot": dot_candidate_backward,
+    "dot_offset": dot_offset_candidate_backward,
+    "l2": l2_candidate_backward,
+    "l1": _candidate_half(l1_backward),
+    "cmod": _candidate_half(cmod_backward),
 }
