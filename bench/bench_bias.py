@@ -4,6 +4,7 @@
     python bench/bench_bias.py --model ComplEx --epochs 30 --seeds 0 1 2
     python bench/bench_bias.py --sweep-weights 1 10 50 100 --workers 1        # the KL weight sweep
     python bench/bench_bias.py --cost --dim 400                                # the step's cost per condition
+    python bench/bench_bias.py --dim 100 --seeds 0 --conditions basic kl --breakdown  # where the MRR goes
     python bench/bench_bias.py --dataset planted --model TransE_l2 --dim 64 --epochs 100 \\
         --sensitive gender,member_of --weights gender=2,member_of=5 --values male,female --target profession
 
@@ -58,6 +59,31 @@ def measure(emb, kg, relations, values, target, view=None):
     if values and target:
         s = sensitive_relation(kg, relations[0])
         out["targets"] = target_bias(emb, kg, s, values[0], values[1], target)
+    return out
+
+
+def query_groups(emb, kg, relations):
+    """Where the link prediction is: filtered MRR (sensitive triples left out) of the test queries
+    whose given entity is a person of any sensitive relation, whose answer is one, and of those
+    with no person, each side counted once; and the median row norm of persons over that of the
+    other entities."""
+    from kgnum.eval import FilterIndex, evaluate_ranks, metrics_from_ranks
+
+    kg = kg.aligned_to(emb.entity_names, emb.relation_names)
+    person = np.zeros(kg.n_entities, dtype=bool)
+    for rel in relations:
+        person[sensitive_relation(kg, rel).persons] = True
+    rel_ids = [kg.relation_id(r) for r in relations]
+    test = kg.test[~np.isin(kg.test[:, 1], rel_ids)]
+    ranks = evaluate_ranks(emb.score_candidates, test, FilterIndex.from_triples(
+        kg.all_triples(), kg.n_entities, kg.n_relations), kg.n_entities)
+    given = np.concatenate([person[test[:, 2]], person[test[:, 0]]])  # head side: the tail is given
+    answer = np.concatenate([person[test[:, 0]], person[test[:, 2]]])
+    both = np.concatenate([ranks["head"], ranks["tail"]])
+    out = {name: metrics_from_ranks(both[sel])["mrr"] for name, sel in (
+        ("person given", given), ("person answer", answer), ("no person", ~given & ~answer))}
+    norms = np.linalg.norm(emb.entity, axis=1)
+    out["person norm / other norm"] = float(np.median(norms[person]) / np.median(norms[~person]))
     return out
 
 
@@ -191,6 +217,9 @@ def main():
     parser.add_argument("--cost", action="store_true",
                         help="instead of the conditions: the training step's CPU time per positive for basic, kl "
                              "and kl+attr, interleaved bursts on one core (steadier than the table's s/epoch)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also the MRR of the test queries that give a person, that ask for one, and of "
+                             "the rest, and the persons' median row norm against the other entities'")
     args = parser.parse_args()
     if args.sweep_weights:
         return sweep_weights(args)
@@ -222,6 +251,8 @@ def main():
                                                        else ()):
                 name = "adversarial [a]" if name == "adversarial" else name
                 m = measure(emb, kg, relations, values if view is None else None, args.target, view)
+                if args.breakdown and view is None:
+                    m["groups"] = query_groups(emb, kg, relations)
                 runs.append({"seed": seed, "condition": name,
                              "seconds_per_epoch": s["train_seconds"] / args.epochs, **m})
                 print(f"seed {seed} {name:15s}: MRR {m['mrr']:.4f}, "
@@ -250,6 +281,19 @@ def main():
             print(f"ratios {condition}/basic: MRR {mean(condition, 'mrr') / mean('basic', 'mrr'):.3f}; "
                   + ", ".join(f"D {r.split('/')[-1]} {mean(condition, 'D', r) / mean('basic', 'D', r):.3f}"
                               for r in relations))
+    if args.breakdown:
+        groups = list(runs[0]["groups"])
+        print("\nMRR by test query (sensitive triples left out) and the persons' row norm (means):")
+        print(f"{'condition':16s}" + "".join(f" {g:>24s}" for g in groups))
+        for condition in [c for c in shown if any("groups" in r for r in runs if r["condition"] == c)]:
+            rows = [r["groups"] for r in runs if r["condition"] == condition and "groups" in r]
+            line = f"{condition:16s}"
+            for g in groups:
+                v = float(np.mean([r[g] for r in rows]))
+                b = float(np.mean([r["groups"][g] for r in runs if r["condition"] == "basic"])) \
+                    if "basic" in shown else float("nan")
+                line += f" {v:15.4f} ({v / b:4.2f}x)"
+            print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1, default=float)
