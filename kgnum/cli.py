@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", help="text file of triples, one per line")
     sp.add_argument("--ratios", default="0.8,0.1,0.1", help="shares TRAIN,VALID,TEST (default 0.8,0.1,0.1)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default 0)")
-    sp.add_argument("--delimiter", default="\t", help="field separator (default tab; ' ' for any whitespace)")
+    sp.add_argument("--delimiter", default="tab", help="field separator of FILE, as kgnum train's: tab (default), "
+                    "space (any run of whitespace), comma, or one other character; the splits are written "
+                    "tab-separated")
     sp.add_argument("--out", required=True, help="directory for train.txt, valid.txt, test.txt")
 
     pl = sub.add_parser("plot", help="training curves (valid MRR and loss against time) of saved runs")
@@ -605,8 +607,7 @@ def cmd_partition(args) -> int:
 def cmd_split(args) -> int:
     from .datasplit import split_file
 
-    delimiter = {"\\t": "\t", "tab": "\t"}.get(args.delimiter, args.delimiter)
-    counts = split_file(args.file, args.ratios, args.seed, args.out, delimiter)
+    counts = split_file(args.file, args.ratios, args.seed, args.out, args.delimiter)
     print(f"{args.out}: train {counts['train']:,}, valid {counts['valid']:,}, test {counts['test']:,} triples")
     return 0
 

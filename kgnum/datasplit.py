@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .data import KGDataError
+from .data import KGDataError, _delimiter
 
 log = logging.getLogger("kgnum")
 
@@ -27,8 +27,10 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     return ratios
 
 
-def read_triples(path: str, delimiter: str = "\t") -> list[tuple[str, str, str]]:
-    """Triples of a text file: one per line, three fields; blank and ``#`` lines skipped."""
+def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]]:
+    """Triples of a text file: one per line, three fields; blank and ``#`` lines skipped.
+    ``delimiter``: as the loaders' (tab, space for any run of whitespace, comma, one character)."""
+    sep = _delimiter(delimiter)
     try:
         with open(path, encoding="utf-8-sig") as f:
             text = f.read()
@@ -41,9 +43,10 @@ def read_triples(path: str, delimiter: str = "\t") -> list[tuple[str, str, str]]
         line = line.strip("\r\n")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        parts = line.split(delimiter) if delimiter != " " else line.split()
+        parts = line.split(sep)
         if len(parts) != 3 or not all(p.strip() for p in parts):
-            raise KGDataError(f"{path}:{n}: expected 3 fields separated by {delimiter!r}, got {len(parts)}")
+            raise KGDataError(f"{path}:{n}: expected 3 fields separated by "
+                              f"{'whitespace' if sep is None else repr(sep)}, got {len(parts)}")
         rows.append(tuple(p.strip() for p in parts))
     if not rows:
         raise KGDataError(f"{path}: no triples")
@@ -74,7 +77,7 @@ def split_triples(rows: list, ratios: tuple, seed: int) -> dict[str, list]:
             "test": [rows[i] for i in sorted(test)]}
 
 
-def split_file(path: str, ratios: str, seed: int, out: str, delimiter: str = "\t") -> dict:
+def split_file(path: str, ratios: str, seed: int, out: str, delimiter: str = "tab") -> dict:
     rows = read_triples(path, delimiter)
     parts = split_triples(rows, parse_ratios(ratios), seed)
     os.makedirs(out, exist_ok=True)

@@ -49,3 +49,26 @@ def test_bad_line_names_file_and_line(tmp_path, capsys):
     src.write_text("a\tr\tb\nb\tr\n")
     assert main(["split", str(src), "--out", str(tmp_path / "o")]) == 2
     assert f"{src}:2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, sep", [("comma", ","), ("space", "  "), (";", ";")])
+def test_delimiter_names_are_the_loaders(name, sep, tmp_path, monkeypatch):
+    """--delimiter takes the names kgnum train takes; the splits come out tab-separated and load."""
+    lines = write_graph(tmp_path / "tabs.tsv", n=400)
+    src = tmp_path / "all.txt"
+    src.write_text("".join(line.replace("\t", sep) + "\n" for line in lines))
+    out = tmp_path / "split"
+    assert main(["split", str(src), "--delimiter", name, "--out", str(out)]) == 0
+    parts = [line for s in ("train", "valid", "test") for line in (out / f"{s}.txt").read_text().splitlines()]
+    assert sorted(parts) == sorted(lines)
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    assert kgnum.load_dataset(str(out)).train.shape[0] > 0
+
+
+def test_a_bad_delimiter_is_one_line(tmp_path, capsys):
+    src = tmp_path / "all.tsv"
+    write_graph(src, n=50)
+    assert main(["split", str(src), "--delimiter", "semicolon", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--delimiter" in err
+
