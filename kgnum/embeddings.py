@@ -187,7 +187,7 @@ class Embeddings:
         anchors = self.entity[np.asarray(anchor_ids)]
         rels = self.relation[np.asarray(relation_ids)]
         if sf.metric == "pair":
-            return self._score_candidates_pairwise(anchors, rels, predict_head)
+            return self._score_candidates_pairwise(anchors, rels, np.asarray(relation_ids), predict_head)
         query = sf.query(anchors, rels, anchors, bool(predict_head))
         out = np.empty((query.shape[0], self.n_entities), dtype=np.float32)
         scores = METRIC_KERNELS[sf.metric][0]
@@ -203,9 +203,22 @@ class Embeddings:
                 done.result()
         return out
 
-    def _score_candidates_pairwise(self, anchors, rels, predict_head):
+    def _score_candidates_pairwise(self, anchors, rels, relation_ids, predict_head):
         sf = self.score_function
         out = np.empty((anchors.shape[0], self.n_entities), dtype=np.float32)
+        if sf.pair_project is not None:  # the entity table projected once per relation of the batch
+            l2_scores = METRIC_KERNELS["l2"][0]
+            gamma = np.float32(self.gamma)
+            projected = np.empty_like(self.entity)
+            for rel in np.unique(relation_ids):
+                rows = np.flatnonzero(relation_ids == rel)
+                r = rels[rows[0]]
+                sf.pair_project(self.entity, r, projected)
+                queries = np.stack([sf.pair_query(anchors[i], r, bool(predict_head)) for i in rows])
+                scores = np.empty((rows.size, self.n_entities), dtype=np.float32)
+                l2_scores(queries.astype(np.float32), projected, gamma, scores)
+                out[rows] = scores
+            return out
         ent = self.entity[None, :, :]
         for i in range(anchors.shape[0]):
             a, r = anchors[i][None, None, :], rels[i][None, None, :]

@@ -284,9 +284,15 @@ def evaluate_ranks(
         rel = arr[:, 1]
         ranks = np.empty(n, dtype=np.float64)
 
-        # one score row per distinct (anchor, relation): queries are sorted by key
+        # one score row per distinct (anchor, relation), relation-major (a model that projects the
+        # entity table per relation, TransR, projects it once per relation of a batch)
         keys = filter_index.keys_of(anchor, rel)
         uniq, inverse = np.unique(keys, return_inverse=True)
+        by_relation = np.lexsort((uniq // filter_index.n_relations, uniq % filter_index.n_relations))
+        uniq = uniq[by_relation]
+        position = np.empty_like(by_relation)
+        position[by_relation] = np.arange(by_relation.size)
+        inverse = position[inverse.reshape(-1)]
         order = np.argsort(inverse, kind="stable")
         row_of_query = inverse[order]  # non-decreasing
         truth_sorted = truth[order].astype(np.int32)

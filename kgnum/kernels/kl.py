@@ -20,6 +20,7 @@ import numpy as np
 from .losses import exp_nonpositive
 from .memory import gather_rows, no_rows
 from .metrics import CANDIDATE_BACKWARD, METRIC_KERNELS
+from .score import pair_block_kernel
 
 TWO_VALUED_WEIGHT = 1.0  # BIAS.md: gender 1,
 MANY_VALUED_WEIGHT = 100.0  # ... the others 100
@@ -171,19 +172,22 @@ def _kl_grad_columns(S, dS, target, weight):
 
 
 def _make_pair_kl(sf):
-    pair = sf.pair_score_grad
+    block = pair_block_kernel(sf)
 
     @numba.njit(fastmath=True, nogil=True)
     def kl(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
         entity, relation = tables.entity, tables.relation
         penalty = 0.0
+        none = np.empty(0, dtype=np.float32)
         for j in range(p.relations.shape[0]):
             m = p.n_values[j]
             V = gather_rows(entity, p.values[j, :m])
             rj = relation[p.relations[j]]
-            tail = p.person_tail[j] == 1
-            g_rel = np.zeros_like(rj)
-            g_val = np.zeros(V.shape[1], dtype=np.float32)
+            tail = p.person_tail[j] == 1  # values are the heads: score the person's heads
+            g_rel = np.zeros_like(rj)  # relation and values are frozen for this term: dropped
+            g_val = np.zeros_like(V)
+            g_other = np.zeros(V.shape[1], dtype=np.float32)
+            s = np.empty(m, dtype=np.float32)
             for side in range(2):
                 ids, gX = (heads, gH) if side == 0 else (tails, gT)
                 sel = _persons_of(ids, p.person_mask[j])
@@ -191,22 +195,16 @@ def _make_pair_kl(sf):
                 if n == 0:
                     continue
                 S = np.empty((m, n), dtype=np.float32)  # values x persons, as the query-form kernel
-                scratch = np.zeros(H.shape[1], dtype=np.float32)
                 P = gather_rows(entity, ids[sel])  # the persons' own rows (see the query-form kernel)
-                for k in range(n):
-                    for i in range(m):
-                        if tail:
-                            S[i, k] = pair(V[i], rj, P[k], p.gamma, 0.0, g_val, g_rel, scratch)
-                        else:
-                            S[i, k] = pair(P[k], rj, V[i], p.gamma, 0.0, scratch, g_rel, g_val)
+                for k in range(n):  # the person against every value: one block of candidates
+                    block(P[k], rj, P[k], V, tail, p.gamma, none, g_other, g_rel, g_other, g_val, s)
+                    S[:, k] = s
                 dS = np.empty_like(S)
                 penalty += _kl_grad_columns(S, dS, p.target[j], p.weights[j] * scale)
                 for k in range(n):
-                    for i in range(m):
-                        if tail:
-                            pair(V[i], rj, P[k], p.gamma, dS[i, k], g_val, g_rel, gX[sel[k]])
-                        else:
-                            pair(P[k], rj, V[i], p.gamma, dS[i, k], gX[sel[k]], g_rel, g_val)
+                    ds = np.ascontiguousarray(dS[:, k])
+                    g = gX[sel[k]]
+                    block(P[k], rj, P[k], V, tail, p.gamma, ds, g, g_rel, g, g_val, s)
         ent_rows, ent_grads = no_rows(H.shape[1])
         rel_rows, rel_grads = no_rows(R.shape[1])
         return penalty, ent_rows, ent_grads, rel_rows, rel_grads

@@ -35,7 +35,10 @@ A score function g(h, r, t) (higher = more plausible) is described by:
   the GPU engine's step (``kernels.array_step``) run these;
 * or, for models with no query form (TransR projects every candidate by its
   relation), ``metric = "pair"`` and a Numba ``pair_score_grad`` evaluated
-  for every (positive, negative) pair.
+  for every (positive, negative) pair, or, when the model gives them,
+  ``pair_block`` for one positive against all negatives and
+  ``pair_project`` / ``pair_query`` for evaluation (an l2 distance after a
+  per-relation projection of the candidates).
 
 Entity rows hold ``dim`` real floats for every model (complex models store
 ``dim // 2`` complex numbers as [real half | imaginary half]).
@@ -45,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numba
 import numpy as np
 
 METRICS = ("dot", "dot_offset", "l2", "l1", "cmod", "pair")
@@ -61,6 +65,13 @@ class ScoreFunction:
     query: Callable | None = None
     query_backward: Callable | None = None
     pair_score_grad: Callable | None = None
+    # optional, pair models: pair_block(h, r, t, N, predict_head, gamma, ds, gh, gr, gt, gN, s) scores
+    # (and with ds, differentiates) one positive against all candidate rows N at once;
+    # pair_project(X, r, out) and pair_query(a, r, predict_head) -> q give candidate x the score
+    # gamma - ||q - project(x)||, so queries of one relation share the projected entity table
+    pair_block: Callable | None = None
+    pair_project: Callable | None = None
+    pair_query: Callable | None = None
     array_query: Callable | None = None  # (xp, H, R, T, predict_head) -> Q, any leading dims
     array_query_backward: Callable | None = None  # (xp, gQ, H, R, T, predict_head) -> (gH|None, gR, gT|None)
     init_relation: Callable | None = None  # (rng, n_relations, dim, bound) -> float32 array
@@ -100,6 +111,28 @@ class ScoreFunction:
         else:
             relation = rng.uniform(-bound, bound, (n_relations, self.relation_dim(dim)))
         return entity, np.ascontiguousarray(relation, dtype=np.float32)
+
+
+def pair_block_kernel(sf: ScoreFunction):
+    """``sf.pair_block``, or for a pair model without one the same function over its
+    ``pair_score_grad``, one pair at a time: ``(h, r, t, N, predict_head, gamma, ds, gh, gr,
+    gt, gN, s)`` writes s (k,), the scores of one positive's corruptions by every row of N (tails
+    when not predict_head), and with a non-empty ds (k,) adds the gradient of sum_j ds_j s_j."""
+    if sf.pair_block is not None:
+        return sf.pair_block
+    pair = sf.pair_score_grad
+
+    @numba.njit(fastmath=True, nogil=True)
+    def block(h, r, t, N, predict_head, gamma, ds, gh, gr, gt, gN, s):
+        backward = ds.shape[0] > 0
+        for j in range(N.shape[0]):
+            w = ds[j] if backward else 0.0
+            if predict_head:
+                s[j] = pair(N[j], r, t, gamma, w, gN[j], gr, gt)
+            else:
+                s[j] = pair(h, r, N[j], gamma, w, gh, gr, gN[j])
+
+    return block
 
 
 # Defaults by family (bench/RESULTS.md, "Defaults"): distance models take a large Adagrad step

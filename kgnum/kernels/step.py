@@ -29,6 +29,7 @@ from .memory import gather_rows
 from .metrics import METRIC_KERNELS
 from .optim import adagrad_accumulate, adagrad_apply
 from .registry import ScoreFunction, get_model
+from .score import pair_block_kernel
 from .sampling import sample_negatives
 from .terms import compose, compose_prepare
 
@@ -94,7 +95,7 @@ def _make_query_chunk(sf: ScoreFunction):
 
 
 def _make_pair_chunk(sf: ScoreFunction):
-    pair = sf.pair_score_grad
+    block, pair = pair_block_kernel(sf), sf.pair_score_grad
 
     @numba.njit(fastmath=True, nogil=True)
     def chunk_gradients(H, R, T, N, predict_head, gamma, adv_temp, scale):
@@ -105,23 +106,16 @@ def _make_pair_chunk(sf: ScoreFunction):
         gN = np.zeros_like(N)
         S = np.empty((c, k), dtype=np.float32)
         sp = np.empty(c, dtype=np.float32)
+        none = np.empty(0, dtype=np.float32)
         for i in range(c):
             sp[i] = pair(H[i], R[i], T[i], gamma, 0.0, gH[i], gR[i], gT[i])
-            for j in range(k):
-                if predict_head:
-                    S[i, j] = pair(N[j], R[i], T[i], gamma, 0.0, gN[j], gR[i], gT[i])
-                else:
-                    S[i, j] = pair(H[i], R[i], N[j], gamma, 0.0, gH[i], gR[i], gN[j])
+            block(H[i], R[i], T[i], N, predict_head, gamma, none, gH[i], gR[i], gT[i], gN, S[i])
         dS = np.empty_like(S)
         dsp = np.empty_like(sp)
         loss = chunk_loss(S, sp, adv_temp, scale, dS, dsp)
         for i in range(c):
             pair(H[i], R[i], T[i], gamma, dsp[i], gH[i], gR[i], gT[i])
-            for j in range(k):
-                if predict_head:
-                    pair(N[j], R[i], T[i], gamma, dS[i, j], gN[j], gR[i], gT[i])
-                else:
-                    pair(H[i], R[i], N[j], gamma, dS[i, j], gH[i], gR[i], gN[j])
+            block(H[i], R[i], T[i], N, predict_head, gamma, dS[i], gH[i], gR[i], gT[i], gN, S[i])
         return loss, gH, gR, gT, gN
 
     return chunk_gradients
