@@ -76,7 +76,10 @@ class Embeddings:
     accumulators kept for resuming. ``config`` is the TrainConfig as a dict. ``views``: named
     other entity tables of the same shape that the training engine produced with these (the
     adversarial baseline's "[s] REL" views, ``kgnum.bias.adversarial``), saved with the model;
-    ``view(name)`` is the model with one of them as its entity table.
+    ``view(name)`` is the model with one of them as its entity table. ``engine_state``: named
+    arrays an engine needs to continue this run beyond the tables and their Adagrad state (the
+    adversarial baseline's raw table, filters and optimizers), saved with the model and handed
+    back to the engine when the run resumes.
     """
 
     def __init__(self, model: str, entity: np.ndarray, relation: np.ndarray, config: dict,
@@ -95,6 +98,7 @@ class Embeddings:
         self.train_stats = dict(train_stats or {})
         self.known_triples = None  # {"train", "valid", "test"}: (n, 3) int32 in this model's ids, if saved
         self.views: dict[str, np.ndarray] = {}
+        self.engine_state: dict[str, np.ndarray] = {}
         self._filters = {}
         self._entity_index = None
         self._relation_index = None
@@ -465,6 +469,8 @@ class Embeddings:
                 np.savez(os.path.join(tmp, "known_triples.npz"), **self.known_triples)
             if self.views:  # names in config.json, arrays by position (any string may name a view)
                 np.savez(os.path.join(tmp, "views.npz"), *self.views.values())
+            if self.engine_state:
+                np.savez(os.path.join(tmp, "engine_state.npz"), *self.engine_state.values())
             write_names(os.path.join(tmp, "entities.tsv"), self.entity_names)
             write_names(os.path.join(tmp, "relations.tsv"), self.relation_names)
             meta = {"format_version": FORMAT_VERSION, "model": self.model, "dim": self.dim,
@@ -472,6 +478,8 @@ class Embeddings:
                     "config": self.config, "train_stats": self.train_stats}
             if self.views:
                 meta["views"] = list(self.views)
+            if self.engine_state:
+                meta["engine_state"] = list(self.engine_state)
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 json.dump(meta, f, indent=2, default=_json_default)
                 f.flush()
@@ -527,4 +535,10 @@ def load(path: str) -> Embeddings:
             raise FileNotFoundError(f"{file}: missing from saved model (config.json names its views)")
         with np.load(file) as f:
             emb.views = {name: f[f"arr_{i}"] for i, name in enumerate(meta["views"])}
+    if meta.get("engine_state"):
+        file = os.path.join(path, "engine_state.npz")
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"{file}: missing from saved model (config.json names its engine state)")
+        with np.load(file) as f:
+            emb.engine_state = {name: f[f"arr_{i}"] for i, name in enumerate(meta["engine_state"])}
     return emb

@@ -75,6 +75,8 @@ class Job:
     workers: int
     max_steps: int | None  # over all workers; None: until stopped (time budget, early stopping)
     steps_per_epoch: int
+    # what the engine's engine_state() returned in the run this one resumes ({} for a new run)
+    engine_state: dict = field(default_factory=dict)
 
 
 class Report(NamedTuple):
@@ -91,7 +93,9 @@ class Engine(Protocol):
     workers: int
     # optional: call_seconds, the engine's target duration of one advance (default CALL_SECONDS);
     # epoch_log, per-epoch records an engine adds to TrainStats.engine_log; views(), named other
-    # entity tables of the last snapshot (same shape), kept with it as ``Embeddings.views``
+    # entity tables of the last snapshot (same shape), kept with it as ``Embeddings.views``;
+    # engine_state(), named arrays of the last snapshot that a resumed run needs beyond the
+    # tables, kept as ``Embeddings.engine_state`` and handed back in ``Job.engine_state``
     worker_steps: list  # steps done by each worker so far
 
     def open(self, job: Job) -> None:
@@ -335,7 +339,7 @@ class Validator:
         if metrics["mrr"] > self.best_mrr:
             self.best_mrr = metrics["mrr"]
             self.best_step = steps_done
-            self.best_tables = (emb.entity, emb.relation, emb.views)
+            self.best_tables = (emb.entity, emb.relation, emb.views, emb.engine_state)
             self.bad_rounds = 0
             return stop
         self.bad_rounds += 1
@@ -468,6 +472,9 @@ class _Run:
         views = getattr(self.engine, "views", None)
         if views is not None:  # taken with this snapshot: they follow it through validation and saves
             emb.views = dict(views())
+        state = getattr(self.engine, "engine_state", None)
+        if state is not None:  # likewise: a resume from this snapshot continues from this state
+            emb.engine_state = dict(state())
         return emb
 
     def finish_stats(self, final: bool) -> TrainStats:
@@ -592,7 +599,7 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
     stats = r.finish_stats(final=True)
     v = r.validator
     if v.best_tables is not None:
-        final.entity, final.relation, final.views = v.best_tables
+        final.entity, final.relation, final.views, final.engine_state = v.best_tables
         stats.restored_best = v.best_step != stats.steps  # both count over every leg
         if stats.restored_best:
             log.info("kept the best validated tables: step %d, valid MRR %.4f", v.best_step, v.best_mrr)

@@ -63,9 +63,11 @@ def initial_embeddings(kg: KnowledgeGraph, cfg: TrainConfig, init: Embeddings | 
     ``init``'s rows (``KnowledgeGraph.aligned_to``)."""
     sf = get_model(cfg.model)
     if init is not None:
-        return Embeddings(sf.name, init.entity.copy(), init.relation.copy(), cfg.to_dict(),
-                          init.entity_names, init.relation_names, init.entity_state.copy(),
-                          init.relation_state.copy())
+        emb = Embeddings(sf.name, init.entity.copy(), init.relation.copy(), cfg.to_dict(),
+                         init.entity_names, init.relation_names, init.entity_state.copy(),
+                         init.relation_state.copy())
+        emb.engine_state = {k: v.copy() for k, v in init.engine_state.items()}
+        return emb
     entity, relation = sf.init_tables(kg.n_entities, kg.n_relations, cfg.dim, cfg.gamma, cfg.seed)
     return Embeddings(sf.name, entity, relation, cfg.to_dict(), kg.entity_names, kg.relation_names)
 
@@ -82,6 +84,9 @@ def grown(init: Embeddings, kg: KnowledgeGraph, cfg: TrainConfig) -> Embeddings:
     new_r = [str(n) for n in kg.relation_names if str(n) not in have_r]
     if not new_e and not new_r:
         return init
+    if init.engine_state:
+        log.info("the saved engine state (%s) is for the old rows: this run starts its engine afresh",
+                 ", ".join(sorted({k.split("/")[0] for k in init.engine_state})))
     sf = get_model(init.model)
     ent, rel = sf.init_tables(len(new_e), len(new_r), init.dim, cfg.gamma, cfg.seed + 1)
     log.info("the dataset adds %d entities and %d relations to the saved model: new rows appended, "
@@ -106,7 +111,7 @@ def make_job(kg: KnowledgeGraph, cfg: TrainConfig, emb: Embeddings) -> Job:
     budget = Budget(cfg, edges.shape[0])
     tables = Tables(emb.entity, emb.relation, emb.entity_state, emb.relation_state)
     return Job(get_model(cfg.model).name, terms, params, edges, tables, int(cfg.seed), int(cfg.workers),
-               budget.max_steps, budget.steps_per_epoch)
+               budget.max_steps, budget.steps_per_epoch, dict(emb.engine_state))
 
 
 def make_engine(cfg: TrainConfig, kg: KnowledgeGraph | None = None, client=None) -> Engine:

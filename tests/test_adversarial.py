@@ -145,3 +145,33 @@ def test_cli_train_save_then_bias_measure(kg, tmp_path, capsys, write_tsv):
     assert report_s["difference_in_scores"]["gender"] == pytest.approx(expected, rel=1e-5)
     assert main(["eval", "--load", str(out), "--view", "[s] nothing", "--data-path", str(data)]) == 2
     assert "view '[s] nothing': this model has no such view" in capsys.readouterr().err
+
+
+def test_a_saved_run_resumes_with_its_raw_table_filters_and_optimizers(kg, tmp_path):
+    """The saved model is the [a] view; its engine state holds what produced it. A resumed run's
+    engine starts from exactly that state (so its first snapshot is the saved [a] view), not from
+    fresh filters over the [a] view."""
+    from kgnum.bias.adversarial import AdversarialEngine
+    from kgnum.train import initial_embeddings, make_job, resolve_config
+
+    out = tmp_path / "model"
+    opts = {**OPTS, "epochs": 2, "debias": SENSITIVE, "debias_method": "adversarial"}
+    kgnum.train(kg, "TransE_l2", save=str(out), **opts)
+    saved = kgnum.load(str(out))
+    assert any(k.endswith("raw_entity") for k in saved.engine_state)
+    cfg = resolve_config(None, {k: v for k, v in opts.items() if k != "progress"}, saved)
+    for state, same in ((saved.engine_state, True), ({}, False)):
+        emb = initial_embeddings(kg, cfg, saved)
+        emb.engine_state = dict(state)
+        engine = AdversarialEngine(cfg, kg)
+        try:
+            engine.open(make_job(kg, cfg, emb))
+            again = engine.snapshot(with_state=False).entity
+            restored = engine.engine_state()
+        finally:
+            engine.close()
+        assert np.allclose(again, saved.entity, atol=1e-5) == same
+        if same:
+            assert restored.keys() == saved.engine_state.keys()
+            for key, value in saved.engine_state.items():
+                np.testing.assert_array_equal(restored[key], value, err_msg=key)

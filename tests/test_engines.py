@@ -117,9 +117,9 @@ def test_checkpoints_load_and_resume_continues(kg, engine, tmp_path):
     resumed = kgnum.train(kg, "TransE_l2", epochs=3, init=saved, **engine, **OPTS)
     a, b = first.train_stats, resumed.train_stats
     assert b["steps"] == 2 * a["steps"] and b["legs"] == 2  # the counters continue
-    if engine.get("debias_method") == "adversarial":
-        return  # its raw table and filters are not saved: a resume starts from the [a] view (README)
     assert (b["loss_sum"] - a["loss_sum"]) / (b["positives"] - a["positives"]) < 0.9 * a["mean_loss"]
+    if engine.get("debias_method") == "adversarial":
+        return  # its MRR is not monotone in training here (the discriminators pull against it)
     assert kgnum.evaluate(resumed, kg)["mrr"] > kgnum.evaluate(first, kg)["mrr"]
 
 

@@ -36,9 +36,12 @@ the run loop takes from ``views()`` and keeps with that snapshot: a trained mode
 ``emb.views["[s] REL"]`` (saved with it in ``views.npz`` and loaded back), and
 ``adversarial_views(emb)`` gives every view as an ``Embeddings`` (``{"[a]": ..., "[s] REL": ...}``)
 for ``kgnum.bias.measure``. ``TrainStats.engine_log`` gets one record per epoch: each
-discriminator's loss and accuracy on the persons it trained on, and their majority rate. The raw
-table and the filters are not saved: resuming such a model starts from its [a] view with fresh
-filters.
+discriminator's loss and accuracy on the persons it trained on, and their majority rate.
+
+Resuming. ``engine_state()`` gives the raw table, the filters, the discriminators and both Adam
+optimizers as named arrays; the run loop keeps them with each snapshot (saved with the model in
+``engine_state.npz``) and hands them back in ``Job.engine_state``, so ``kgnum train --load`` of
+such a model continues the same baseline run rather than filtering the [a] view again.
 """
 from __future__ import annotations
 
@@ -247,6 +250,10 @@ def adversarial_views(emb) -> dict:
     return out
 
 
+STATE = "adversarial"  # prefix of this engine's names in Embeddings.engine_state
+STATE_RAW = f"{STATE}/raw_entity"
+
+
 class AdversarialEngine:
     """The baseline's training in this process (see the module docstring); one worker."""
     backend = "cpu"
@@ -283,6 +290,8 @@ class AdversarialEngine:
         # Adam is per element and every relation has persons in every batch (MIN_PERSONS), so one
         # optimizer over the stacked weights is each discriminator's own
         self.disc_opt = _adam(self.discriminators.parameters(), DISC_LR)
+        if job.engine_state:
+            self._restore(job.engine_state)
         # the KL term is the other --debias method: this engine replaces it; the rest stay
         kept = [i for i, name in enumerate(job.terms) if name != "kl"]
         self.term_params = tuple(job.params.terms[i] for i in kept)
@@ -335,6 +344,44 @@ class AdversarialEngine:
     def views(self) -> dict[str, np.ndarray]:
         """The [s] views of the last snapshot, by ``view_name``."""
         return dict(self._views)
+
+    def engine_state(self) -> dict[str, np.ndarray]:
+        """What a resumed run needs beyond the saved [a] view: the raw table the filters map,
+        the filters, the discriminators and both optimizers, as named arrays."""
+        out = {STATE_RAW: self.tables.entity.copy()}
+        for prefix, module in (("filters", self.filters), ("discriminators", self.discriminators)):
+            out.update({f"{STATE}/{prefix}/{k}": v.detach().numpy().copy() for k, v in module.state_dict().items()})
+        for prefix, opt in (("filter_opt", self.filter_opt), ("disc_opt", self.disc_opt)):
+            for i, values in opt.state_dict()["state"].items():
+                out.update({f"{STATE}/{prefix}/{i}/{k}": np.asarray(v).copy() for k, v in values.items()})
+        return out
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from ``engine_state()`` of the run this one resumes: the raw table replaces the
+        [a] view the tables were loaded with. A state for other shapes (another --dim, other
+        sensitive relations) is refused by name; none at all starts the filters afresh."""
+        raw = state.get(STATE_RAW)
+        if raw is None:
+            return
+        if raw.shape != self.tables.entity.shape:
+            raise ValueError(f"the saved adversarial state holds a {raw.shape[0]} x {raw.shape[1]} raw table, "
+                             f"this run's table is {self.tables.entity.shape[0]} x {self.tables.entity.shape[1]}")
+        for prefix, module in (("filters", self.filters), ("discriminators", self.discriminators)):
+            own = module.state_dict()
+            saved = {k: state.get(f"{STATE}/{prefix}/{k}") for k in own}
+            if any(v is None or v.shape != tuple(own[k].shape) for k, v in saved.items()):
+                raise ValueError(f"the saved adversarial state's {prefix} do not match this run's (saved for "
+                                 f"other --debias relations or --debias-top-m?)")
+            module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in saved.items()})
+        for prefix, opt in (("filter_opt", self.filter_opt), ("disc_opt", self.disc_opt)):
+            current = opt.state_dict()
+            entries: dict[int, dict] = {}
+            for key, value in state.items():
+                parts = key.split("/")
+                if len(parts) == 4 and parts[1] == prefix:
+                    entries.setdefault(int(parts[2]), {})[parts[3]] = torch.from_numpy(np.array(value))
+            opt.load_state_dict({"state": entries, "param_groups": current["param_groups"]})
+        self.tables.entity[:] = raw
 
     def stop(self) -> Report:
         if any(e[2] for e in self._epoch):  # a partial epoch's discriminator record
