@@ -129,10 +129,11 @@ def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, 
         p.add("snapshot gathered for validation and the final model", tables, "this process", "train")
     elif backend == "gpu":
         p.add("gpu engine: host buffers (not planned in detail yet)", 0, "this process", "train")
-    if adversarial:  # the model is the [a] view; each snapshot also holds one [s] view per relation
+    if adversarial:  # the model is the [a] view; each snapshot also holds one [s] view per relation and
+        # the raw table (the engine state a resume continues from)
         p.add("adversarial baseline: PyTorch", TORCH_BYTES, "this process", "train")
-        p.add(f"adversarial: the [a] view and {adversarial} [s] views of the entity table",
-              (adversarial + 1) * n_entities * row)
+        p.add(f"adversarial: the [a] view, {adversarial} [s] views and the raw table kept to resume",
+              (adversarial + 2) * n_entities * row)
     # validation (on by default) scores a snapshot: a copy of the entity and relation tables
     p.add("validation: a snapshot of the tables", n_entities * row + n_relations * rel_row, "this process", "train")
     # evaluation (validation during training, the test split after): score blocks of the
