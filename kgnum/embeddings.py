@@ -18,6 +18,7 @@ log = logging.getLogger("kgnum")
 
 FORMAT_VERSION = 1
 _TABLES = ("entity", "relation", "entity_state", "relation_state")
+_NAMED_ARRAYS = ("views", "engine_state")  # dicts of arrays, each saved as <key>.npz
 
 
 def _scoring_threads(n_rows: int) -> int:
@@ -467,19 +468,15 @@ class Embeddings:
                 np.save(os.path.join(tmp, f"{name}.npy"), getattr(self, name))
             if self.known_triples is not None:
                 np.savez(os.path.join(tmp, "known_triples.npz"), **self.known_triples)
-            if self.views:  # names in config.json, arrays by position (any string may name a view)
-                np.savez(os.path.join(tmp, "views.npz"), *self.views.values())
-            if self.engine_state:
-                np.savez(os.path.join(tmp, "engine_state.npz"), *self.engine_state.values())
+            for key in _NAMED_ARRAYS:  # names in config.json, arrays by position (any string may name one)
+                if getattr(self, key):
+                    np.savez(os.path.join(tmp, f"{key}.npz"), *getattr(self, key).values())
             write_names(os.path.join(tmp, "entities.tsv"), self.entity_names)
             write_names(os.path.join(tmp, "relations.tsv"), self.relation_names)
             meta = {"format_version": FORMAT_VERSION, "model": self.model, "dim": self.dim,
                     "n_entities": self.n_entities, "n_relations": int(self.relation.shape[0]),
                     "config": self.config, "train_stats": self.train_stats}
-            if self.views:
-                meta["views"] = list(self.views)
-            if self.engine_state:
-                meta["engine_state"] = list(self.engine_state)
+            meta.update({key: list(getattr(self, key)) for key in _NAMED_ARRAYS if getattr(self, key)})
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 json.dump(meta, f, indent=2, default=_json_default)
                 f.flush()
@@ -529,16 +526,11 @@ def load(path: str) -> Embeddings:
     if os.path.exists(known):
         with np.load(known) as f:
             emb.known_triples = {k: f[k] for k in f.files}
-    if meta.get("views"):
-        file = os.path.join(path, "views.npz")
-        if not os.path.exists(file):
-            raise FileNotFoundError(f"{file}: missing from saved model (config.json names its views)")
-        with np.load(file) as f:
-            emb.views = {name: f[f"arr_{i}"] for i, name in enumerate(meta["views"])}
-    if meta.get("engine_state"):
-        file = os.path.join(path, "engine_state.npz")
-        if not os.path.exists(file):
-            raise FileNotFoundError(f"{file}: missing from saved model (config.json names its engine state)")
-        with np.load(file) as f:
-            emb.engine_state = {name: f[f"arr_{i}"] for i, name in enumerate(meta["engine_state"])}
+    for key in _NAMED_ARRAYS:
+        if meta.get(key):
+            file = os.path.join(path, f"{key}.npz")
+            if not os.path.exists(file):
+                raise FileNotFoundError(f"{file}: missing from saved model (config.json names its {key})")
+            with np.load(file) as f:
+                setattr(emb, key, {name: f[f"arr_{i}"] for i, name in enumerate(meta[key])})
     return emb
