@@ -29,7 +29,7 @@ def test_plan_of_a_debiased_run_takes_train_flags_and_train_refuses_what_it_refu
                                                                                     capsys, write_tsv):
     """kgnum plan with a debiased run's flags counts what that run holds (attribute rows,
     PyTorch and the adversarial views), and kgnum train refuses the adversarial run on a machine
-    where the KL run of the same graph and size goes ahead."""
+    where the plan of the KL run of the same graph and size fits."""
     from kgnum.bias.planted import planted_bias_graph
 
     kg = planted_bias_graph(n_persons=3000)
@@ -54,9 +54,10 @@ def test_plan_of_a_debiased_run_takes_train_flags_and_train_refuses_what_it_refu
 
     free = int((kl + 50 * 1024 ** 2) / plan_module.HEADROOM)
     monkeypatch.setattr(plan_module, "available_bytes", lambda: free)
+    out = tmp_path / "fits.json"
+    assert main(["plan", *flags, "--json", str(out)]) == 0 and json.loads(out.read_text())["fits"]
     run = ["train", *flags, "--max-steps", "2", "--no-progress", "--eval-split", "none"]
-    assert main(run) == 0
-    assert main(run + ["--debias-method", "adversarial"]) == 2
+    assert main(run + ["--debias-method", "adversarial"]) == 2  # refused before it starts
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "available" in err and "--force" in err, err
 
