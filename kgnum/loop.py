@@ -588,6 +588,12 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
                 if getattr(e, "step", None) is not None:
                     raise  # the loop's own, already in CLI terms
                 raise r.diverged(str(e) if isinstance(e, TrainingDiverged) else f"{type(e).__name__}: {e}") from e
+            except SystemError as e:
+                # a signal handler that raised inside a compiled function's return (CPython then
+                # reports "returned a result with an exception set", the interrupt as its cause)
+                if isinstance(e.__cause__, KeyboardInterrupt):
+                    raise e.__cause__ from None
+                raise
             finally:
                 r.bar.close()
             final = r.snapshot_emb(with_state=True)

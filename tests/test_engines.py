@@ -211,6 +211,30 @@ def test_signals_leave_nothing_behind(kg, engine, signum, tmp_path):
     assert np.isfinite(ckpt.entity).all()
 
 
+@pytest.mark.parametrize("cause, raised", [(loop.TrainingInterrupted("received SIGTERM"), loop.TrainingInterrupted),
+                                           (KeyboardInterrupt(), KeyboardInterrupt), (None, SystemError)])
+def test_an_interrupt_inside_a_compiled_call_is_still_an_interrupt(kg, monkeypatch, cause, raised):
+    """A signal handler that raises while a compiled function returns comes out of CPython as
+    SystemError("... returned a result with an exception set") with the interrupt as its cause
+    (seen with the adversarial baseline's kernel): the run stops as on the signal itself."""
+    from kgnum.local import InProcessEngine
+
+    calls = []
+    advance = InProcessEngine.advance
+
+    def interrupted(self, max_steps):
+        calls.append(1)
+        if len(calls) == 3:
+            error = SystemError("CPUDispatcher(<function train_range>) returned a result with an exception set")
+            raise error from cause
+        return advance(self, max_steps)
+
+    monkeypatch.setattr(InProcessEngine, "advance", interrupted)
+    with pytest.raises(raised) as info:
+        kgnum.train(kg, "TransE_l2", time_budget=30, backend="cpu", workers=1, **OPTS)
+    assert type(info.value) is raised
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_progress_goes_to_the_log_without_a_bar(kg, engine, monkeypatch, caplog):
     monkeypatch.setattr(loop, "LOG_EVERY_SECONDS", 0.2)
