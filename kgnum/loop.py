@@ -430,6 +430,17 @@ def _signals_held(pending: list):
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
+def _interrupt_under(error: SystemError) -> KeyboardInterrupt | None:
+    """The interrupt at the root of ``error``'s causes, if that is what it is. A signal handler
+    that raises inside a compiled function's call (in Numba's own Python helpers, such as its
+    unpickling of constants) makes CPython report "returned a result with an exception set",
+    once for each C call it unwinds through, each SystemError the cause of the next."""
+    cause = error.__cause__
+    while isinstance(cause, SystemError):
+        cause = cause.__cause__
+    return cause if isinstance(cause, KeyboardInterrupt) else None
+
+
 # -- the loop --------------------------------------------------------------------------
 
 class _Run:
@@ -589,10 +600,9 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
                     raise  # the loop's own, already in CLI terms
                 raise r.diverged(str(e) if isinstance(e, TrainingDiverged) else f"{type(e).__name__}: {e}") from e
             except SystemError as e:
-                # a signal handler that raised inside a compiled function's return (CPython then
-                # reports "returned a result with an exception set", the interrupt as its cause)
-                if isinstance(e.__cause__, KeyboardInterrupt):
-                    raise e.__cause__ from None
+                interrupt = _interrupt_under(e)
+                if interrupt is not None:
+                    raise interrupt from None
                 raise
             finally:
                 r.bar.close()

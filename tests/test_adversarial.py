@@ -91,6 +91,25 @@ def test_deterministic_per_seed_and_torch_threads_restored(kg):
     assert one.train_stats["engine_log"]  # the partial epoch's discriminator record
 
 
+def test_an_interrupt_that_skips_no_grads_exit_leaves_gradients_on(kg, monkeypatch):
+    """Ctrl-C can land inside torch.no_grad()'s entry, after it turned gradients off and before
+    its exit is armed; the next run in the same process (a notebook) must still train."""
+    from kgnum.bias import adversarial
+
+    def interrupted(self, filtered, sets):
+        torch.set_grad_enabled(False)  # what the skipped exit leaves behind
+        raise KeyboardInterrupt
+
+    opts = dict(OPTS, dim=16, epochs=None, max_steps=3)
+    with monkeypatch.context() as patch:
+        patch.setattr(adversarial.AdversarialEngine, "_train_discriminators", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            kgnum.train(kg, "TransE_l2", debias=SENSITIVE, debias_method="adversarial", **opts)
+    assert torch.is_grad_enabled()
+    again = kgnum.train(kg, "TransE_l2", debias=SENSITIVE, debias_method="adversarial", **opts)
+    assert again.train_stats["steps"] == 3
+
+
 def test_import_kgnum_does_not_import_torch():
     code = "import sys, kgnum, kgnum.train, kgnum.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -211,12 +211,27 @@ def test_signals_leave_nothing_behind(kg, engine, signum, tmp_path):
     assert np.isfinite(ckpt.entity).all()
 
 
+def _unpickle_chain(interrupt, depth=3):
+    """The interrupt as raised inside Numba's unpickling helper: one SystemError per C call
+    unwound, each the cause of the next."""
+    error = interrupt
+    for _ in range(depth):
+        wrapper = SystemError("<function _numba_unpickle> returned a result with an exception set")
+        wrapper.__cause__, error = error, wrapper
+    return error
+
+
 @pytest.mark.parametrize("cause, raised", [(loop.TrainingInterrupted("received SIGTERM"), loop.TrainingInterrupted),
-                                           (KeyboardInterrupt(), KeyboardInterrupt), (None, SystemError)])
+                                           (KeyboardInterrupt(), KeyboardInterrupt), (None, SystemError),
+                                           (_unpickle_chain(loop.TrainingInterrupted("received SIGTERM")),
+                                            loop.TrainingInterrupted),
+                                           (_unpickle_chain(ValueError("not an interrupt")), SystemError)],
+                         ids=["sigterm", "sigint", "no-cause", "sigterm-in-unpickle", "other-in-unpickle"])
 def test_an_interrupt_inside_a_compiled_call_is_still_an_interrupt(kg, monkeypatch, cause, raised):
-    """A signal handler that raises while a compiled function returns comes out of CPython as
-    SystemError("... returned a result with an exception set") with the interrupt as its cause
-    (seen with the adversarial baseline's kernel): the run stops as on the signal itself."""
+    """A signal handler that raises inside a compiled function's call comes out of CPython as
+    SystemError("... returned a result with an exception set") with the interrupt as its cause,
+    or as its cause's cause when it was raised in one of Numba's Python helpers (seen with the
+    adversarial baseline's kernel): the run stops as on the signal itself."""
     from kgnum.local import InProcessEngine
 
     calls = []

@@ -271,6 +271,7 @@ class AdversarialEngine:
         self.epoch_log: list[dict] = []
         self._limits = None
         self._threads = None
+        self._grad_mode = True
         self._views: dict[str, np.ndarray] = {}
         self.filters = self.discriminators = None
 
@@ -279,6 +280,7 @@ class AdversarialEngine:
         # one thread for BLAS and torch, as the in-process engine (one worker, one core)
         self._limits = threadpool_limits(1)
         self._threads = torch.get_num_threads()
+        self._grad_mode = torch.is_grad_enabled()
         torch.set_num_threads(1)
         self.job, self.tables = job, job.tables
         dim = job.tables.entity.shape[1]
@@ -395,6 +397,9 @@ class AdversarialEngine:
         if self._threads is not None:
             torch.set_num_threads(self._threads)
             self._threads = None
+            # an interrupt that lands inside torch.no_grad()'s entry skips its exit and would leave
+            # gradients off for the rest of the process (the next run: "does not require grad")
+            torch.set_grad_enabled(self._grad_mode)
         if self._limits is not None:
             self._limits.restore_original_limits()
             self._limits = None
