@@ -67,14 +67,13 @@ def query_groups(emb, kg, relations):
     whose given entity is a person of any sensitive relation, whose answer is one, and of those
     with no person, each side counted once; and the median row norm of persons over that of the
     other entities."""
-    from kgnum.eval import FilterIndex, evaluate_ranks, metrics_from_ranks
+    from kgnum.eval import FilterIndex, evaluate_ranks, metrics_from_ranks, without_relations
 
     kg = kg.aligned_to(emb.entity_names, emb.relation_names)
     person = np.zeros(kg.n_entities, dtype=bool)
     for rel in relations:
         person[sensitive_relation(kg, rel).persons] = True
-    rel_ids = [kg.relation_id(r) for r in relations]
-    test = kg.test[~np.isin(kg.test[:, 1], rel_ids)]
+    test = without_relations(kg, kg.test, relations)
     ranks = evaluate_ranks(emb.score_candidates, test, FilterIndex.from_triples(
         kg.all_triples(), kg.n_entities, kg.n_relations), kg.n_entities)
     given = np.concatenate([person[test[:, 2]], person[test[:, 0]]])  # head side: the tail is given
