@@ -305,8 +305,10 @@ def test_bad_cluster_flags_are_one_line_errors(kg, capsys):
         assert code == 2 and len(err.splitlines()) == 1 and needle in err, (flags, err)
 
 
-def test_losing_the_scheduler_is_a_clear_error(command_line_cluster, tmp_path):
+def test_losing_the_scheduler_is_a_clear_error(command_line_cluster, tmp_path, monkeypatch):
     address, procs = command_line_cluster
+    # the client tries to reconnect for this long before it gives up (30 s by default)
+    monkeypatch.setattr("kgnum.cluster.engine.SCHEDULER_TIMEOUT", 3.0)
     parts = tmp_path / "parts"
     import threading
 

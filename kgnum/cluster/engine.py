@@ -43,6 +43,7 @@ log = logging.getLogger("kgnum")
 ROUND_SECONDS = 0.5  # training per round; rows are at most two rounds stale (rounds are pipelined)
 POLL_SECONDS = 0.5  # health checks while waiting on a round
 START_TIMEOUT = 120.0  # seconds for stores to be created (includes compiling the step)
+SCHEDULER_TIMEOUT = 30.0  # seconds to connect to --scheduler, and to reconnect to it before the run stops
 FAULT_ENV = "KGNUM_TEST_DASK_FAULT"  # "<part>:<round>": that part's worker kills itself after that round
 
 
@@ -240,7 +241,7 @@ class DaskEngine:
         cfg = self.cfg
         if cfg.scheduler:
             try:
-                self.client = Client(cfg.scheduler, timeout=30)
+                self.client = Client(cfg.scheduler, timeout=SCHEDULER_TIMEOUT)
             except (OSError, TimeoutError) as e:
                 raise ClusterLost(f"--scheduler {cfg.scheduler}: cannot connect ({e})") from None
             return
