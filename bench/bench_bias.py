@@ -4,6 +4,7 @@
     python bench/bench_bias.py --model ComplEx --epochs 30 --seeds 0 1 2
     python bench/bench_bias.py --sweep-weights 1 10 50 100 --workers 1        # the KL weight sweep
     python bench/bench_bias.py --cost --dim 400                                # the step's cost per condition
+    perf record -D 60000 -o kl.data -- python bench/bench_bias.py --cost-loop kl 40 --dim 100  # where it goes
     python bench/bench_bias.py --dim 100 --seeds 0 --conditions basic kl --breakdown  # where the MRR goes
     python bench/bench_bias.py --dataset planted --model TransE_l2 --dim 64 --epochs 100 \\
         --sensitive gender,member_of --weights gender=2,member_of=5 --values male,female --target profession
@@ -134,31 +135,36 @@ def attribute_whitelist(args, kg) -> str:
     return path
 
 
-def step_cost(args, positives: int = 20_000, bursts: int = 7):
-    """Median CPU seconds of ``positives`` training positives per condition, bursts interleaved."""
-    from threadpoolctl import threadpool_limits
-
+def _cost_runs(args, conditions=("basic", "kl", "kl+attr")):
+    """Per condition: (its train_kernel, job, order), compiled and warmed on 2,000 positives."""
     from kgnum.bias.attributes import augment
     from kgnum.config import TrainConfig
     from kgnum.kernels.step import train_kernel
     from kgnum.train import initial_embeddings, make_job
 
     kg = load(args.dataset)
-    whitelist = attribute_whitelist(args, kg)
+    whitelist = attribute_whitelist(args, kg) if "kl+attr" in conditions else None
+    extras = {"basic": {}, "kl": dict(debias=args.sensitive, debias_weight=args.weights),
+              "kl+attr": dict(debias=args.sensitive, debias_weight=args.weights, attribute_whitelist=whitelist)}
     runs = {}
-    for condition, extra in (("basic", {}), ("kl", dict(debias=args.sensitive, debias_weight=args.weights)),
-                             ("kl+attr", dict(debias=args.sensitive, debias_weight=args.weights,
-                                              attribute_whitelist=whitelist))):
+    for condition in conditions:
         cfg = TrainConfig(model=args.model, dim=args.dim, gamma=args.gamma, epochs=1, workers=1, valid_every=0,
-                          **extra).validate()
+                          **extras[condition]).validate()
         graph = augment(kg, cfg) if cfg.attribute_vectors else kg
         job = make_job(graph, cfg, initial_embeddings(graph, cfg, None))
-        runs[condition] = (train_kernel(job.model, job.terms), job,
-                           np.random.default_rng(0).permutation(job.edges.shape[0]))
-    seconds = {c: [] for c in runs}
+        kernel, order = train_kernel(job.model, job.terms), np.random.default_rng(0).permutation(job.edges.shape[0])
+        kernel(job.tables, job.edges, order, 0, 2000, job.params, 0)  # compile, warm the tables
+        runs[condition] = (kernel, job, order)
+    return kg, runs
+
+
+def step_cost(args, positives: int = 20_000, bursts: int = 7):
+    """Median CPU seconds of ``positives`` training positives per condition, bursts interleaved."""
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(1):
-        for kernel, job, order in runs.values():
-            kernel(job.tables, job.edges, order, 0, 2000, job.params, 0)  # compile, warm the tables
+        kg, runs = _cost_runs(args)
+        seconds = {c: [] for c in runs}
         for b in range(bursts):
             for c, (kernel, job, order) in runs.items():
                 start = (b * positives) % (order.size - positives)
@@ -171,6 +177,26 @@ def step_cost(args, positives: int = 20_000, bursts: int = 7):
     for c in runs:
         t = float(np.median(seconds[c]))
         print(f"  {c:8s} {t:.3f} s  {t / base:.2f}x basic")
+
+
+def cost_loop(args, positives: int = 20_000):
+    """One condition's training step alone for ``seconds`` of CPU time after it is compiled, for a
+    profiler attached from outside (perf record -D): prints "ready" when the loop starts."""
+    from threadpoolctl import threadpool_limits
+
+    condition, seconds = args.cost_loop[0], float(args.cost_loop[1])
+    with threadpool_limits(1):
+        kg, runs = _cost_runs(args, (condition,))
+        kernel, job, order = runs[condition]
+        print("ready", flush=True)
+        t0, done, b = time.process_time(), 0, 0
+        while time.process_time() - t0 < seconds:
+            start = (b * positives) % (order.size - positives)
+            kernel(job.tables, job.edges, order, start, start + positives, job.params, 0)
+            done, b = done + positives, b + 1
+    took = time.process_time() - t0
+    print(f"{kg.name}, {args.model} dim {args.dim}, {condition}: {took / done * positives:.3f} CPU s per "
+          f"{positives:,} positives ({done:,} positives)")
 
 
 def sweep_weights(args):
@@ -216,6 +242,9 @@ def main():
     parser.add_argument("--cost", action="store_true",
                         help="instead of the conditions: the training step's CPU time per positive for basic, kl "
                              "and kl+attr, interleaved bursts on one core (steadier than the table's s/epoch)")
+    parser.add_argument("--cost-loop", nargs=2, metavar=("CONDITION", "SECONDS"),
+                        help="instead of the conditions: CONDITION's training step alone for SECONDS of CPU time "
+                             "once compiled (prints 'ready' first), for a profiler: perf record -D")
     parser.add_argument("--breakdown", action="store_true",
                         help="also the MRR of the test queries that give a person, that ask for one, and of "
                              "the rest, and the persons' median row norm against the other entities'")
@@ -224,6 +253,8 @@ def main():
         return sweep_weights(args)
     if args.cost:
         return step_cost(args)
+    if args.cost_loop:
+        return cost_loop(args)
 
     kg = load(args.dataset)
     relations = [r for r in args.sensitive.split(",") if r]
