@@ -599,14 +599,14 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
                 if getattr(e, "step", None) is not None:
                     raise  # the loop's own, already in CLI terms
                 raise r.diverged(str(e) if isinstance(e, TrainingDiverged) else f"{type(e).__name__}: {e}") from e
-            except SystemError as e:
-                interrupt = _interrupt_under(e)
-                if interrupt is not None:
-                    raise interrupt from None
-                raise
             finally:
                 r.bar.close()
             final = r.snapshot_emb(with_state=True)
+        except SystemError as e:  # from the engine's start (its compile) as from its calls
+            interrupt = _interrupt_under(e)
+            if interrupt is not None:
+                raise interrupt from None
+            raise
         finally:
             with _signals_held(pending):
                 engine.close()

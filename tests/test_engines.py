@@ -250,6 +250,28 @@ def test_an_interrupt_inside_a_compiled_call_is_still_an_interrupt(kg, monkeypat
     assert type(info.value) is raised
 
 
+def test_an_interrupt_while_the_engine_compiles_is_still_an_interrupt(kg, monkeypatch):
+    """Ctrl-C during the engine's start (where it compiles and first calls its kernel) stops the
+    run as an interrupt too, with the engine closed."""
+    from kgnum.local import InProcessEngine
+
+    closed = []
+    close = InProcessEngine.close
+
+    def interrupted_open(self, job):
+        raise _unpickle_chain(KeyboardInterrupt())
+
+    def counted_close(self):
+        closed.append(1)
+        return close(self)
+
+    monkeypatch.setattr(InProcessEngine, "open", interrupted_open)
+    monkeypatch.setattr(InProcessEngine, "close", counted_close)
+    with pytest.raises(KeyboardInterrupt) as info:
+        kgnum.train(kg, "TransE_l2", time_budget=30, backend="cpu", workers=1, **OPTS)
+    assert type(info.value) is KeyboardInterrupt and closed == [1]
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_progress_goes_to_the_log_without_a_bar(kg, engine, monkeypatch, caplog):
     monkeypatch.setattr(loop, "LOG_EVERY_SECONDS", 0.2)
