@@ -196,7 +196,8 @@ def test_signals_leave_nothing_behind(kg, engine, signum, tmp_path):
         time.sleep(0.3)
         children = psutil.Process(driver.pid).children(recursive=True)
         os.kill(driver.pid, signum)
-        assert driver.wait(60) == 0
+        code = driver.wait(60)
+        assert code == 0, f"the run exited ({code}): {result.read_text() if result.exists() else 'no result written'}"
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -204,7 +205,7 @@ def test_signals_leave_nothing_behind(kg, engine, signum, tmp_path):
     text = result.read_text()
     assert text.startswith("TrainingInterrupted" if signum == signal.SIGTERM else "KeyboardInterrupt"), text
     gone, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive
+    assert not alive, f"left running: {[' '.join(p.cmdline()[:4]) for p in alive]} (the run said: {text})"
     assert block_names(driver.pid) == []
     ckpt = kgnum.load(str(out))
     assert ckpt.train_stats["checkpoint"] and ckpt.train_stats["steps"] > 0
