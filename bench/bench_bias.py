@@ -5,6 +5,7 @@
     python bench/bench_bias.py --sweep-weights 1 10 50 100 --workers 1        # the KL weight sweep
     python bench/bench_bias.py --cost --dim 400                                # the step's cost per condition
     perf record -D 60000 -o kl.data -- python bench/bench_bias.py --cost-loop kl 40 --dim 100  # where it goes
+        # (add --jit-symbols kl.sym, then bench/perf_jit.py kl.data kl.sym SECONDS names the compiled functions)
     python bench/bench_bias.py --dim 100 --seeds 0 --conditions basic kl --breakdown  # where the MRR goes
     python bench/bench_bias.py --dataset planted --model TransE_l2 --dim 64 --epochs 100 \\
         --sensitive gender,member_of --weights gender=2,member_of=5 --values male,female --target profession
@@ -179,6 +180,19 @@ def step_cost(args, positives: int = 20_000, bursts: int = 7):
         print(f"  {c:8s} {t:.3f} s  {t / base:.2f}x basic")
 
 
+def write_jit_symbols(dispatcher, path: str) -> None:
+    """Where each function of ``dispatcher``'s compiled code starts ("address name" lines), for
+    bench/perf_jit.py: every function its library holds, the Numba functions it calls included."""
+    rows = []
+    for result in dispatcher.overloads.values():
+        engine = result.library._codegen._engine
+        for fn in result.library._final_module.functions:
+            if not fn.is_declaration and (address := engine.get_function_address(fn.name)):
+                rows.append((address, fn.name))
+    with open(path, "w") as out:
+        out.writelines(f"{a:x} {name}\n" for a, name in sorted(rows))
+
+
 def cost_loop(args, positives: int = 20_000):
     """One condition's training step alone for ``seconds`` of CPU time after it is compiled, for a
     profiler attached from outside (perf record -D): prints "ready" when the loop starts."""
@@ -188,6 +202,8 @@ def cost_loop(args, positives: int = 20_000):
     with threadpool_limits(1):
         kg, runs = _cost_runs(args, (condition,))
         kernel, job, order = runs[condition]
+        if args.jit_symbols:
+            write_jit_symbols(kernel, args.jit_symbols)
         print("ready", flush=True)
         t0, done, b = time.process_time(), 0, 0
         while time.process_time() - t0 < seconds:
@@ -245,6 +261,9 @@ def main():
     parser.add_argument("--cost-loop", nargs=2, metavar=("CONDITION", "SECONDS"),
                         help="instead of the conditions: CONDITION's training step alone for SECONDS of CPU time "
                              "once compiled (prints 'ready' first), for a profiler: perf record -D")
+    parser.add_argument("--jit-symbols", metavar="FILE",
+                        help="with --cost-loop: write where each compiled function of the step starts, "
+                             "for bench/perf_jit.py")
     parser.add_argument("--breakdown", action="store_true",
                         help="also the MRR of the test queries that give a person, that ask for one, and of "
                              "the rest, and the persons' median row norm against the other entities'")
