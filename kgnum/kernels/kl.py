@@ -19,7 +19,7 @@ import numpy as np
 
 from .losses import exp_nonpositive
 from .memory import gather_rows, no_rows
-from .metrics import CANDIDATE_BACKWARD, METRIC_KERNELS
+from .metrics import CANDIDATE_FORMS, _row_sq_norms
 from .score import pair_block_kernel
 
 TWO_VALUED_WEIGHT = 1.0  # BIAS.md: gender 1,
@@ -66,91 +66,129 @@ def make_kl_kernel(sf):
     if sf.metric == "pair":
         return _make_pair_kl(sf)
     query = sf.query
-    scores = METRIC_KERNELS[sf.metric][0]
-    candidate_backward = CANDIDATE_BACKWARD[sf.metric]
+    split, scores, grad, norms = CANDIDATE_FORMS[sf.metric]
 
     @numba.njit(fastmath=True, nogil=True)
     def kl(p, tables, scale, heads, rels, tails, negs, H, R, T, N, gH, gR, gT, gN):
         entity, relation = tables.entity, tables.relation
         ent_rows, ent_grads = no_rows(H.shape[1])
         rel_rows, rel_grads = no_rows(R.shape[1])
-        # every place a person of any sensitive relation takes in the chunk, heads then tails;
-        # a person is scored on the side the data puts it, whichever side of the chunk it is on
-        pos = _person_positions(heads, tails, p.person_mask)
-        n = pos.shape[0]
+        # every place a person of any sensitive relation takes in the chunk, heads then tails, and
+        # per relation which of those places are its persons; a person is scored on the side the
+        # data puts it, whichever side of the chunk it is on
+        pos, members, counts = _person_places(heads, tails, p.person_mask)
+        n, d, c, width = pos.shape[0], entity.shape[1], heads.shape[0], p.values.shape[1]
         if n == 0:
             return 0.0, ent_rows, ent_grads, rel_rows, rel_grads
-        c = heads.shape[0]
         ids = np.empty(n, dtype=np.int64)
         for k in range(n):
             ids[k] = heads[pos[k]] if pos[k] < c else tails[pos[k] - c]
+        # the persons' own rows (chunk rows may carry attribute vectors) and their squared norms,
+        # read once for every relation; their gradients are summed before one scatter
+        persons = gather_rows(entity, ids)
+        pp_all = _row_sq_norms(persons) if norms else np.empty(0, dtype=np.float32)
+        g_persons = np.zeros((n, d), dtype=np.float32)
+        # every relation's blocks are views of these: persons, their gradients, scores, the form's
+        # keep, its split queries; then the softmax's per-person vectors
+        block = np.empty((4, max(width, d) * n), dtype=np.float32)
+        split_rows = np.empty((width, d), dtype=np.float32)
+        vec = np.empty((6, max(width, n)), dtype=np.float32)
+        scratch = np.empty(n, dtype=np.int32)
         penalty = 0.0
         # per relation, its values as query rows against its own persons as candidates: the
-        # metric's candidate gradient is the persons' gradient (about half the persons of a chunk
+        # form's candidate gradient is the persons' gradient (about half the persons of a chunk
         # lack a given sensitive relation, so one block over all of them would waste half its work)
         for j in range(p.relations.shape[0]):
-            sel = _persons_of(ids, p.person_mask[j])
-            if sel.shape[0] == 0:
+            nj, m = counts[j], p.n_values[j]
+            if nj == 0:
                 continue
-            m = p.n_values[j]
             V = gather_rows(entity, p.values[j, :m])
             Rm = np.empty((m, relation.shape[1]), dtype=np.float32)
             for i in range(m):
                 Rm[i] = relation[p.relations[j]]
-            Q = query(V, Rm, V, p.person_tail[j] == 0)
-            P = gather_rows(entity, ids[sel])  # the persons' own rows: chunk rows may carry attribute vectors
-            S = np.empty((m, sel.shape[0]), dtype=np.float32)
-            scores(Q, P, p.gamma, S)
-            dS = np.empty_like(S)
-            penalty += _kl_grad_columns(S, dS, p.target[j], p.weights[j] * scale)
-            gP = np.empty_like(P)
-            candidate_backward(Q, P, S, dS, p.gamma, gP)  # relations and values are frozen for this term
-            for k in range(sel.shape[0]):
-                at = pos[sel[k]]
-                row, g = gH[at] if at < c else gT[at - c], gP[k]
-                for d in range(row.shape[0]):
-                    row[d] += g[d]
+            a = vec[5, :m]
+            Qd = split(query(V, Rm, V, p.person_tail[j] == 0), d, split_rows[:m], a)
+            P, gP = block[0, :nj * d].reshape(nj, d), block[1, :nj * d].reshape(nj, d)
+            S, keep = block[2, :m * nj].reshape(m, nj), block[3, :m * nj].reshape(m, nj)
+            pp = vec[4, :nj]
+            for k in range(nj):
+                src, dst = persons[members[j, k]], P[k]
+                for t in range(d):
+                    dst[t] = src[t]
+                if norms:
+                    pp[k] = pp_all[members[j, k]]
+            scores(Qd, a, P, pp, p.gamma, S, keep)
+            # S becomes dS in place: weight * (softmax - G) down every column
+            penalty += _kl_softmax_grad(S, S, p.target[j], p.weights[j] * scale, vec[0, :nj], vec[1, :nj],
+                                        vec[2, :nj], vec[3, :nj], scratch[:nj])
+            grad(Qd, P, keep, S, p.gamma, gP)  # relations and values are frozen for this term
+            for k in range(nj):
+                row, g = g_persons[members[j, k]], gP[k]
+                for t in range(d):
+                    row[t] += g[t]
+        for k in range(n):
+            at = pos[k]
+            row, g = gH[at] if at < c else gT[at - c], g_persons[k]
+            for t in range(d):
+                row[t] += g[t]
         return penalty, ent_rows, ent_grads, rel_rows, rel_grads
 
     return kl
 
 
 @numba.njit(cache=True, nogil=True)
-def _person_positions(heads, tails, masks):
-    """Positions (i for heads[i], c + i for tails[i]) whose entity is a person of any relation."""
-    c = heads.shape[0]
-    out = np.empty(2 * c, dtype=np.int64)
+def _person_places(heads, tails, masks):
+    """``(pos, members, counts)``: the positions (i for heads[i], c + i for tails[i]) whose entity is
+    a person of any relation, and for relation j, ``members[j, :counts[j]]`` the indices into
+    ``pos`` of its own persons. One pass over the chunk."""
+    c, J = heads.shape[0], masks.shape[0]
+    pos = np.empty(2 * c, dtype=np.int64)
+    members = np.empty((J, 2 * c), dtype=np.int64)
+    counts = np.zeros(J, dtype=np.int64)
     n = 0
     for k in range(2 * c):
         e = heads[k] if k < c else tails[k - c]
-        for j in range(masks.shape[0]):
+        found = False
+        for j in range(J):
             if masks[j, e]:
-                out[n] = k
-                n += 1
-                break
-    return out[:n]
+                if not found:
+                    pos[n] = k
+                    n += 1
+                    found = True
+                members[j, counts[j]] = n - 1
+                counts[j] += 1
+    return pos[:n], members, counts
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 def _kl_grad_columns(S, dS, target, weight):
+    """``_kl_softmax_grad`` with its own vectors."""
+    n = S.shape[1]
+    return _kl_softmax_grad(S, dS, target, weight, np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32),
+                            np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32),
+                            np.empty(n, dtype=np.int32))
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+def _kl_softmax_grad(S, dS, target, weight, top, z, g_s, x, scratch):
     """dS = weight * (softmax - G) down every column of S (m values x persons); returns weight *
     the sum of the columns' KL(G || softmax), as KL(G || q) = sum G log G - sum G s + log Z * sum G:
     one exp per score, one log per column. Row by row, in float32 with the loss's vectorizable
-    exp: the block is read along its rows, and every loop runs across the persons."""
+    exp: the block is read along its rows, and every loop runs across the persons. dS may be S
+    (each row is read before it is written); top, z, g_s, x (n,) float32 and scratch (n,) int32
+    are the caller's work vectors."""
     m, n = S.shape
     g_log_g = _target_entropy(target, m)
     g_sum = 0.0
     for i in range(m):
         g_sum += target[i]
-    top = S[0].copy()
+    top[:] = S[0]
     for i in range(1, m):
         row = S[i]
         for k in range(n):
             top[k] = max(top[k], row[k])
-    z = np.zeros(n, dtype=np.float32)
-    g_s = np.zeros(n, dtype=np.float32)
-    x = np.empty(n, dtype=np.float32)
-    scratch = np.empty(n, dtype=np.int32)
+    z[:] = 0.0
+    g_s[:] = 0.0
     for i in range(m):
         row, drow, g = S[i], dS[i], target[i]
         for k in range(n):

@@ -10,8 +10,9 @@ Each metric provides four Numba functions with the same signatures:
 * ``pos_backward(Q, X, s, ds, gamma, gQ, gX)``: *adds* the gradient of
   sum(ds * s) into gQ and gX.
 
-and ``CANDIDATE_BACKWARD[metric](Q, N, S, dS, gamma, gN)``, the candidate half of
-``backward`` alone.
+and ``CANDIDATE_FORMS[metric]``: a few fixed query rows against candidates, with the
+candidates' gradient alone and every array made by the caller (the debiasing term's blocks;
+see there).
 
 ``dot_offset`` is ``dot`` with a per-query additive offset: its query rows
 are one column wider than the candidates, [q | o] (c, d + 1), and score
@@ -28,6 +29,8 @@ queries against every entity can split the query rows over threads
 Inner loops run over 1-D row views (``q = Q[i]``): Numba vectorizes those
 several times better than 2-D indexing ``Q[i, k]``.
 """
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
@@ -201,12 +204,6 @@ def l2_backward(Q, N, S, dS, gamma, gQ, gN):
         gq, q, w = gQ[i], Q[i], row_sum[i]
         for d in range(gq.shape[0]):
             gq[d] -= w * q[d]
-    _l2_candidate_half(Q, N, C, col_sum, gN)
-
-
-@numba.njit(cache=True, fastmath=True)
-def l2_candidate_backward(Q, N, S, dS, gamma, gN):
-    C, _, col_sum = _l2_weights(S, dS, gamma)
     _l2_candidate_half(Q, N, C, col_sum, gN)
 
 
@@ -395,15 +392,6 @@ def cmod_pos_backward(Q, X, s, ds, gamma, gQ, gX):
             gx[half + k] += inv * di
 
 
-def _candidate_half(backward):
-    @numba.njit(fastmath=True, nogil=True)
-    def candidate_backward(Q, N, S, dS, gamma, gN):
-        gQ = np.empty_like(Q)
-        backward(Q, N, S, dS, gamma, gQ, gN)
-
-    return candidate_backward
-
-
 METRIC_KERNELS = {
     "dot": (dot_scores, dot_backward, dot_pos_scores, dot_pos_backward),
     "dot_offset": (dot_offset_scores, dot_offset_backward, dot_offset_pos_scores, dot_offset_pos_backward),
@@ -412,12 +400,118 @@ METRIC_KERNELS = {
     "cmod": (cmod_scores, cmod_backward, cmod_pos_scores, cmod_pos_backward),
 }
 
-# ``candidate_backward(Q, N, S, dS, gamma, gN)``: *writes* gN alone (queries held fixed, as the
-# debiasing term's values and relations are); the loop metrics run their full backward
-CANDIDATE_BACKWARD = {
-    "dot": dot_candidate_backward,
-    "dot_offset": dot_offset_candidate_backward,
-    "l2": l2_candidate_backward,
-    "l1": _candidate_half(l1_backward),
-    "cmod": _candidate_half(cmod_backward),
+# -- candidate forms: a few query rows against candidates, the candidates' gradient alone ----------
+# For a caller that scores a handful of fixed query rows (m, d or d + 1) against candidates
+# P (n, d) and wants only the candidates' gradient (the debiasing term: values and relations
+# are frozen, the persons are the candidates), with every array made by the caller:
+#
+# * ``split(Q, d, Qd, a) -> Qd``: the query rows' candidate-facing part, (m, d) C-contiguous
+#   (Q itself, or ``Qd`` filled), and per-row scalars written into ``a`` (m,): l2's squared
+#   norms, dot_offset's offsets.
+# * ``scores(Qd, a, P, pp, gamma, S, D)``: *writes* S (m, n) = metric(Q_i, P_k); ``pp`` (n,) the
+#   candidates' squared norms when the form's ``norms`` is set (the caller computes them once
+#   for candidates it scores against several query blocks); D (m, n) keeps what ``grad`` needs
+#   (l2: the distances).
+# * ``grad(Qd, P, D, dS, gamma, gP)``: *writes* gP (n, d), the gradient of sum(dS * S) with
+#   respect to the candidates; may overwrite dS (so dS may be the buffer S was).
+#
+# dot, dot_offset and l2 take two BLAS products and pass over the block once or twice (l2 makes
+# one (n,) array); l1 and cmod run their loops (their full backward, the query half discarded).
+class CandidateForm(NamedTuple):
+    split: object
+    scores: object
+    grad: object
+    norms: bool
+
+
+@numba.njit(cache=True, fastmath=True)
+def _split_as_is(Q, d, Qd, a):
+    return Q
+
+
+@numba.njit(cache=True, fastmath=True)
+def _dot_cand_scores(Qd, a, P, pp, gamma, S, D):
+    np.dot(Qd, P.T, S)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _dot_cand_grad(Qd, P, D, dS, gamma, gP):
+    np.dot(dS.T, Qd, gP)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _dot_offset_split(Q, d, Qd, a):
+    for i in range(Q.shape[0]):
+        q, qd = Q[i], Qd[i]
+        for k in range(d):
+            qd[k] = q[k]
+        a[i] = q[d]
+    return Qd
+
+
+@numba.njit(cache=True, fastmath=True)
+def _dot_offset_cand_scores(Qd, a, P, pp, gamma, S, D):
+    np.dot(Qd, P.T, S)
+    for i in range(S.shape[0]):
+        row, o = S[i], a[i]
+        for k in range(row.shape[0]):
+            row[k] += o
+
+
+@numba.njit(cache=True, fastmath=True)
+def _l2_split(Q, d, Qd, a):
+    for i in range(Q.shape[0]):
+        q = Q[i]
+        acc = np.float32(0.0)
+        for k in range(q.shape[0]):
+            acc += q[k] * q[k]
+        a[i] = acc
+    return Q
+
+
+@numba.njit(cache=True, fastmath=True)
+def _l2_cand_scores(Qd, a, P, pp, gamma, S, D):
+    np.dot(Qd, P.T, S)
+    g, zero, two = np.float32(gamma), np.float32(0.0), np.float32(2.0)
+    for i in range(S.shape[0]):
+        row, dist, qq = S[i], D[i], a[i]
+        for k in range(row.shape[0]):
+            dist[k] = np.sqrt(max(qq + pp[k] - two * row[k], zero))
+            row[k] = g - dist[k]
+
+
+@numba.njit(cache=True, fastmath=True)
+def _l2_cand_grad(Qd, P, D, dS, gamma, gP):
+    # d s / d p = (q - p) / dist: with C = dS / dist, gP = C^T Q - colsum(C) p
+    m, n = dS.shape
+    eps, zero = np.float32(_EPS), np.float32(0.0)
+    col_sum = np.zeros(n, dtype=np.float32)
+    for i in range(m):
+        ds, dist = dS[i], D[i]
+        for k in range(n):
+            w = ds[k] / max(dist[k], eps) if dist[k] > eps else zero
+            ds[k] = w
+            col_sum[k] += w
+    _l2_candidate_half(Qd, P, dS, col_sum, gP)
+
+
+def _loop_form(scores, backward):
+    @numba.njit(fastmath=True, nogil=True)
+    def cand_scores(Qd, a, P, pp, gamma, S, D):
+        scores(Qd, P, gamma, S)
+
+    @numba.njit(fastmath=True, nogil=True)
+    def cand_grad(Qd, P, D, dS, gamma, gP):
+        gQ = np.empty_like(Qd)
+        backward(Qd, P, dS, dS, gamma, gQ, gP)  # l1's and cmod's backward read dS alone
+
+    return CandidateForm(_split_as_is, cand_scores, cand_grad, False)
+
+
+CANDIDATE_FORMS = {
+    "dot": CandidateForm(_split_as_is, _dot_cand_scores, _dot_cand_grad, False),
+    "dot_offset": CandidateForm(_dot_offset_split, _dot_offset_cand_scores, _dot_cand_grad, False),
+    "l2": CandidateForm(_l2_split, _l2_cand_scores, _l2_cand_grad, True),
+    "l1": _loop_form(l1_scores, l1_backward),
+    "cmod": _loop_form(cmod_scores, cmod_backward),
 }
