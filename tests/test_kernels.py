@@ -24,6 +24,7 @@ import scipy.stats
 
 from kgnum.kernels.losses import chunk_loss
 from kgnum.kernels.memory import gather_rows
+from kgnum.kernels.metrics import CANDIDATE_FORMS, METRIC_KERNELS
 from kgnum.kernels.optim import adagrad_accumulate, adagrad_apply
 from kgnum.kernels.reference import (
     loss_and_score_grads,
@@ -179,6 +180,32 @@ def test_chunk_kernel_matches_pairwise_reference(name, predict_head, adv_temp):
         assert_close_scaled(g, w, 1e-4, f"{name} {label}")
     # the repeated negative gets the same gradient in both slots (duplicates not merged)
     np.testing.assert_allclose(gN[2], gN[3], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("metric", sorted(CANDIDATE_FORMS))
+def test_candidate_forms_match_the_metric_kernels(metric):
+    """The KL term's candidate form of each metric: the same scores as the metric's chunk
+    kernel, and the candidates' half of its backward, from arrays the caller made (a candidate
+    equal to a query row included: l2's zero distance gets no gradient in either)."""
+    rng = np.random.default_rng(3)
+    m, n, d = 5, 7, 6
+    Q = rng.normal(size=(m, d + 1 if metric == "dot_offset" else d)).astype(np.float32)
+    P = rng.normal(size=(n, d)).astype(np.float32)
+    P[2] = Q[1, :d]
+    dS = rng.normal(size=(m, n)).astype(np.float32)
+    scores, backward = METRIC_KERNELS[metric][:2]
+    S_want, gQ, gP_want = np.empty((m, n), np.float32), np.empty_like(Q), np.empty_like(P)
+    scores(Q, P, GAMMA, S_want)
+    backward(Q, P, S_want, dS, GAMMA, gQ, gP_want)
+    form = CANDIDATE_FORMS[metric]
+    a, split_rows = np.full(m, np.nan, np.float32), np.full((m, d), np.nan, np.float32)
+    Qd = form.split(Q, d, split_rows, a)
+    pp = (P.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    S, keep, gP = (np.full(shape, np.nan, np.float32) for shape in ((m, n), (m, n), (n, d)))
+    form.scores(Qd, a, P, pp, GAMMA, S, keep)
+    np.testing.assert_allclose(S, S_want, rtol=1e-5, atol=1e-5)
+    form.grad(Qd, P, keep, dS.copy(), GAMMA, gP)
+    np.testing.assert_allclose(gP, gP_want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("predict_head", [False, True], ids=["tail", "head"])
