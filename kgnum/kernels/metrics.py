@@ -431,12 +431,12 @@ def _split_as_is(Q, d, Qd, a):
 
 @numba.njit(cache=True, fastmath=True)
 def _dot_cand_scores(Qd, a, P, pp, gamma, S, D):
-    np.dot(Qd, P.T, S)
+    dot_scores(Qd, P, gamma, S)
 
 
 @numba.njit(cache=True, fastmath=True)
 def _dot_cand_grad(Qd, P, D, dS, gamma, gP):
-    np.dot(dS.T, Qd, gP)
+    dot_candidate_backward(Qd, P, dS, dS, gamma, gP)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -451,7 +451,7 @@ def _dot_offset_split(Q, d, Qd, a):
 
 @numba.njit(cache=True, fastmath=True)
 def _dot_offset_cand_scores(Qd, a, P, pp, gamma, S, D):
-    np.dot(Qd, P.T, S)
+    dot_scores(Qd, P, gamma, S)
     for i in range(S.shape[0]):
         row, o = S[i], a[i]
         for k in range(row.shape[0]):
@@ -460,12 +460,7 @@ def _dot_offset_cand_scores(Qd, a, P, pp, gamma, S, D):
 
 @numba.njit(cache=True, fastmath=True)
 def _l2_split(Q, d, Qd, a):
-    for i in range(Q.shape[0]):
-        q = Q[i]
-        acc = np.float32(0.0)
-        for k in range(q.shape[0]):
-            acc += q[k] * q[k]
-        a[i] = acc
+    a[:] = _row_sq_norms(Q)
     return Q
 
 
