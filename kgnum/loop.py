@@ -395,21 +395,38 @@ class TrainStats:
 
 # -- signals ---------------------------------------------------------------------------
 
+def _interrupt_for(signum) -> KeyboardInterrupt:
+    if signum == signal.SIGTERM:
+        return TrainingInterrupted("received SIGTERM: training stopped")
+    return KeyboardInterrupt()
+
+
 @contextmanager
-def _sigterm_raises():
-    """SIGTERM -> TrainingInterrupted in the main thread while the run lasts."""
+def _interrupts_raise():
+    """SIGTERM -> TrainingInterrupted, and SIGINT -> KeyboardInterrupt where Python's own handler
+    has it, in the main thread while the run lasts; yields the list of signals received.
+
+    A handler's exception surfaces in whatever Python code the main thread runs at that moment,
+    and some code swallows it: a gc callback (dask installs one), a ``__del__``, a weakref
+    callback print "Exception ignored in ..." and go on. So each signal is also remembered, and
+    the loop raises it at its next step (``_Run.raise_received``) if it was lost."""
+    received: list = []
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
+        yield received  # signal handlers can only be set from the main thread
         return
 
-    def on_sigterm(signum, frame):
-        raise TrainingInterrupted("received SIGTERM: training stopped")
+    def on_signal(signum, frame):
+        received.append(signal.Signals(signum))
+        raise _interrupt_for(signum)
 
-    old = signal.signal(signal.SIGTERM, on_sigterm)
+    sigs = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                               else [])  # a SIGINT the caller ignores or handles stays theirs
+    old = {sig: signal.signal(sig, on_signal) for sig in sigs}
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+        for sig, handler in old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextmanager
@@ -454,6 +471,12 @@ class _Run:
         self.bar = Progress(progress, self.budget.max_steps)
         self.last_log = 0.0
         self.last_ckpt = time.perf_counter()
+        self.received: list = []  # signals the run's handlers saw (_interrupts_raise)
+
+    def raise_received(self) -> None:
+        """Raise a signal's interrupt that the code it landed in swallowed (see _interrupts_raise)."""
+        if self.received:
+            raise _interrupt_for(self.received[0])
 
     def diverged(self, detail: str) -> TrainingDiverged:
         cfg = self.cfg
@@ -549,6 +572,7 @@ class _Run:
                         left = budget.time_budget - budget.elapsed()
                         time_steps = max(1, int(report.steps * left / max(took, 1e-6)) + 1)
                 self.account(report)
+                self.raise_received()
                 if report.finished:
                     break
                 if validator.auto and validator.every is None and budget.elapsed() >= CALIBRATE_SECONDS \
@@ -589,12 +613,15 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
     r = _Run(engine, job, kg, cfg, emb, save, checkpoint_every, progress, previous)
     r.validator.callback = on_validation
     pending: list = []
-    with _sigterm_raises():
+    with _interrupts_raise() as received:
+        r.received = received
         try:
             engine.open(job)
+            r.raise_received()
             r.budget.start()
             try:
                 r.train()
+                r.raise_received()
             except (ZeroDivisionError, FloatingPointError) as e:
                 if getattr(e, "step", None) is not None:
                     raise  # the loop's own, already in CLI terms

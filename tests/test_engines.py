@@ -251,6 +251,40 @@ def test_an_interrupt_inside_a_compiled_call_is_still_an_interrupt(kg, monkeypat
     assert type(info.value) is raised
 
 
+@pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, loop.TrainingInterrupted),
+                                            (signal.SIGINT, KeyboardInterrupt)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_whose_exception_is_swallowed_still_stops_the_run(kg, monkeypatch, signum, raised):
+    """A signal handler's exception can land in code that swallows it: dask's gc callback did,
+    in a clean-clone run, and the run then trained on to its budget and returned as finished.
+    Here the signal arrives inside a __del__, whose exception Python only reports."""
+    from kgnum.local import InProcessEngine
+
+    class RaisesTheSignal:
+        def __del__(self):
+            signal.raise_signal(signum)
+
+    swallowed, calls = [], []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
+    advance = InProcessEngine.advance
+
+    def signalled(self, max_steps):
+        calls.append(1)
+        if len(calls) == 3:
+            RaisesTheSignal()  # collected at once: the signal's exception goes to unraisablehook
+        return advance(self, max_steps)
+
+    monkeypatch.setattr(InProcessEngine, "advance", signalled)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(raised) as info:
+            kgnum.train(kg, "TransE_l2", time_budget=20, backend="cpu", workers=1, **OPTS)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert type(info.value) is raised
+    assert swallowed == [raised], "the signal's own exception was swallowed"
+    assert len(calls) == 3, "the run stopped right after the call the signal arrived in"
+
+
 def test_an_interrupt_while_the_engine_compiles_is_still_an_interrupt(kg, monkeypatch):
     """Ctrl-C during the engine's start (where it compiles and first calls its kernel) stops the
     run as an interrupt too, with the engine closed."""
