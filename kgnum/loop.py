@@ -287,20 +287,23 @@ class Validator:
         self.triples = renumber(self.triples)
         return renumber(known)
 
-    def due(self, steps_done: int, last: int) -> bool:
+    def due(self, steps_done: int, last: int, train_seconds: float = math.inf) -> bool:
         """--valid-every N: on multiples of N; automatic: ``every`` steps after the last validation
-        (the interval may have widened since)."""
+        (the interval may have widened since) and ``interval_seconds`` of training after it (an
+        engine that speeds up between two validations would otherwise bring them closer)."""
         if not self.ready:
             return False
         if self.auto and self.last_step is not None:
-            return steps_done - self.last_step >= self.every
+            return steps_done - self.last_step >= self.every and \
+                train_seconds - self.last_seconds >= self.interval_seconds
         return steps_done // self.every > last // self.every
 
-    def steps_to_next(self, steps_done: int) -> float:
+    def steps_to_next(self, steps_done: int, train_seconds: float = math.inf) -> float:
         if not self.ready:
             return math.inf
         if self.auto and self.last_step is not None:
-            return max(1, self.every - (steps_done - self.last_step))
+            by_time = (self.last_seconds + self.interval_seconds - train_seconds) * self.steps_per_second
+            return max(1, self.every - (steps_done - self.last_step), math.ceil(by_time) if by_time > 0 else 0)
         return self.every - steps_done % self.every
 
     def check(self, emb, steps_done: int, train_seconds: float = 0.0) -> bool:
@@ -328,6 +331,7 @@ class Validator:
                 self.every = max(self.every, int(math.ceil(self.steps_per_second * self.interval_seconds)))
             self.rate_ref = (steps_done, train_seconds + took)
         self.last_step = steps_done
+        self.last_seconds = train_seconds + took  # training time at the end of this validation
         self.history.append({"step": steps_done, "valid_mrr": metrics["mrr"], "seconds": took,
                              "train_seconds": round(train_seconds, 3)})
         log.info("step %d: valid MRR %.4f", steps_done, metrics["mrr"])
@@ -498,6 +502,10 @@ class _Run:
         self.bar.update(report.steps, self.stats.positives / max(seconds, 1e-9),
                         report.loss_sum / max(report.positives, 1))
 
+    def train_seconds(self) -> float:
+        """Seconds of training over every leg of the run so far."""
+        return self.prev.train_seconds + self.budget.elapsed()
+
     def snapshot_emb(self, with_state: bool):
         tables = self.engine.snapshot(with_state)
         if not (np.isfinite(tables.entity).all() and np.isfinite(tables.relation).all()):
@@ -563,7 +571,8 @@ class _Run:
                 before = self.prev.steps + stats.steps  # validations fall on multiples of --valid-every
                 t0 = time.perf_counter()  # counted over every leg; an engine running one call at a time
                 report = engine.advance(int(min(call_steps, budget.steps_left(stats.steps),  # meets them
-                                                validator.steps_to_next(before), time_steps)))
+                                                validator.steps_to_next(before, self.train_seconds()),
+                                                time_steps)))
                 if report.steps:
                     took = time.perf_counter() - t0
                     call_steps = fit_call_steps(report.steps, took, budget.steps_per_epoch,
@@ -580,10 +589,10 @@ class _Run:
                     rate = stats.steps / budget.elapsed()
                     expected = min(budget.time_budget or math.inf, budget.steps_left(0) / max(rate, 1e-9))
                     validator.calibrate(rate, expected, at=(self.prev.steps + stats.steps,
-                                                            self.prev.train_seconds + budget.elapsed()))
-                if validator.due(self.prev.steps + stats.steps, before):
+                                                            self.train_seconds()))
+                if validator.due(self.prev.steps + stats.steps, before, self.train_seconds()):
                     if validator.check(self.snapshot_emb(with_state=False), self.prev.steps + stats.steps,
-                                       self.prev.train_seconds + budget.elapsed()):
+                                       self.train_seconds()):
                         log.info("%s", validator.stopped_by)
                         break
                 if self.save and self.checkpoint_every and report.steps and \

@@ -94,6 +94,31 @@ def test_early_stopping_runs_by_default_when_valid_exists(small_kg, caplog):
     assert stats["valid_seconds"] < 0.1 * stats["train_seconds"]
 
 
+def test_validations_stay_apart_when_the_engine_speeds_up(small_kg, monkeypatch):
+    """The automatic interval is a number of steps chosen from the speed measured so far: an
+    engine three times faster after its first seconds (a busy machine freeing up) would bring
+    the next validation closer than MIN_VALID_SECONDS of training without the time floor."""
+    import time
+
+    from kgnum.local import InProcessEngine
+
+    advance, first = InProcessEngine.advance, []
+
+    def slow_then_fast(self, max_steps):
+        t0 = time.perf_counter()
+        first.append(first[0] if first else t0)
+        report = advance(self, max_steps)
+        if t0 - first[0] < 3.0:  # the first 3 s run at a third of the speed
+            time.sleep(2 * (time.perf_counter() - t0))
+        return report
+
+    monkeypatch.setattr(InProcessEngine, "advance", slow_then_fast)
+    stats = kgnum.train(small_kg, "TransE_l2", time_budget=7, **SMALL).train_stats
+    times = [h["train_seconds"] for h in stats["valid_history"]]
+    assert len(times) >= 2, times
+    assert all(b - a >= config_module.MIN_VALID_SECONDS for a, b in zip(times, times[1:])), times
+
+
 def test_no_validation_without_valid_triples_or_with_valid_every_0(small_kg):
     no_valid = kgnum.KnowledgeGraph("no-valid", small_kg.train, small_kg.valid[:0], small_kg.test,
                                     small_kg.entity_names, small_kg.relation_names)
