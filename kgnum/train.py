@@ -16,6 +16,7 @@ from dataclasses import fields
 
 import numpy as np
 
+from .blas import held_back
 from .config import CLUSTER_FIELDS, TrainConfig
 from .data import KnowledgeGraph
 from .embeddings import Embeddings
@@ -219,6 +220,10 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     if client is not None and cfg.backend != "dask":
         raise ValueError(f"client= is for backend='dask' (this run: backend={cfg.backend!r})")
     engine = make_engine(cfg, kg, client)
+    if cfg.backend == "cpu":  # the engine runs here: its BLAS is this process's
+        note = held_back()
+        if note:
+            log.info("%s", note)
     emb = initial_embeddings(kg, cfg, init)
     emb.known_triples = {split: kg.split(split) for split in ("train", "valid", "test")}  # saved with it
     if init is not None and hasattr(engine, "previous_stats"):

@@ -178,3 +178,37 @@ def test_similar_excludes_itself():
     emb = Embeddings("DistMult", ent, np.ones((1, 4), np.float32), {"gamma": 1.0})
     top = emb.similar("e0", 2)
     assert top[0][0] == "e1" and all(name != "e0" for name, _ in top)
+
+
+def test_a_pinned_openblas_without_avx512_is_named_once_before_the_run(small_kg, monkeypatch, caplog, tmp_path):
+    """OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU costs about 1.5x: the run says so (and changes nothing)."""
+    import logging
+
+    from kgnum import blas
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 fma avx512f avx512dq "
+                    "avx512cd avx512bw avx512vl\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert blas.AVX512 <= blas.cpu_flags(str(info)) and "avx2" in blas.cpu_flags(str(info))
+    assert blas.cpu_flags(str(tmp_path / "absent")) == frozenset()
+    avx512 = blas.cpu_flags(str(info))
+    pinned = {"OPENBLAS_CORETYPE": "Haswell"}
+    note = blas.held_back(pinned, avx512, {"Haswell"})
+    assert "OPENBLAS_CORETYPE=Haswell" in note and "unset it" in note
+    assert blas.held_back({}, avx512, {"Haswell"}) is None  # OpenBLAS chose: nothing to say
+    assert blas.held_back(pinned, avx512 - {"avx512bw"}, {"Haswell"}) is None  # no AVX-512 kernels to gain
+    assert blas.held_back({"OPENBLAS_CORETYPE": "SkylakeX"}, avx512, {"SkylakeX"}) is None
+
+    monkeypatch.setattr(blas, "cpu_flags", lambda: avx512)
+    monkeypatch.setattr(blas, "openblas_cores", lambda: {"Haswell"})
+    for value in ("Haswell", None):
+        if value is None:
+            monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+        else:
+            monkeypatch.setenv("OPENBLAS_CORETYPE", value)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="kgnum"):
+            kgnum.train(small_kg, "TransE_l2", max_steps=2, **FAST)
+        said = [r.getMessage() for r in caplog.records if "OPENBLAS_CORETYPE" in r.getMessage()]
+        assert len(said) == (1 if value else 0), said
+        assert os.environ.get("OPENBLAS_CORETYPE") == value  # the variable stays the user's
