@@ -210,6 +210,7 @@ class Validator:
         self.history: list[dict] = []
         self.callback = None  # (step, valid_mrr, train_seconds) -> True to stop (a tuner pruning a trial)
         self.last_step = None  # step of the last validation
+        self.stopped_by = None  # why a validation ended the run (early stopping, the callback)
         valid = kg.valid
         self.enabled = self.every != 0 and valid.shape[0] > 0
         if not self.enabled:
@@ -306,8 +307,10 @@ class Validator:
             return max(1, self.every - (steps_done - self.last_step), math.ceil(by_time) if by_time > 0 else 0)
         return self.every - steps_done % self.every
 
-    def check(self, emb, steps_done: int, train_seconds: float = 0.0) -> bool:
-        """Evaluate ``emb`` (a snapshot the validator may keep); return True when training should stop."""
+    def check(self, emb, steps_done: int, train_seconds: float = 0.0, final: bool = False) -> bool:
+        """Evaluate ``emb`` (a snapshot the validator may keep); return True when training should stop.
+        ``final``: the tables a run ended with, validated so that the best is chosen among them
+        too (no callback: the run is over)."""
         from .eval import FilterIndex, link_prediction_metrics
 
         started = time.perf_counter()
@@ -338,7 +341,8 @@ class Validator:
         if self.auto and took > MAX_VALID_SHARE * self.every / self.steps_per_second:
             self.every = int(math.ceil(took / MAX_VALID_SHARE * self.steps_per_second))
             log.info("validation takes %.1f s: now every %d steps", took, self.every)
-        stop = self.callback is not None and bool(self.callback(steps_done, metrics["mrr"], train_seconds))
+        stop = not final and self.callback is not None and bool(self.callback(steps_done, metrics["mrr"],
+                                                                                train_seconds))
         self.stopped_by = "the validation callback" if stop else None
         if metrics["mrr"] > self.best_mrr:
             self.best_mrr = metrics["mrr"]
@@ -602,6 +606,12 @@ class _Run:
                     self.history_point(window)
                     window = (budget.elapsed(), stats.steps, stats.positives, stats.loss_sum)
             self.account(engine.stop())
+            done = self.prev.steps + stats.steps
+            if validator.ready and validator.last_step is not None and validator.last_step != done \
+                    and validator.stopped_by is None:  # ended by its stopping rule, after a validation
+                # the tables trained since the last validation are validated too, so that the run
+                # keeps the best of all rather than dropping that training unseen
+                validator.check(self.snapshot_emb(with_state=False), done, self.train_seconds(), final=True)
             self.budget.stop()
             self.history_point(window)
 

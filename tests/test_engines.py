@@ -117,7 +117,11 @@ def test_checkpoints_load_and_resume_continues(kg, engine, tmp_path):
     resumed = kgnum.train(kg, "TransE_l2", epochs=3, init=saved, **engine, **OPTS)
     a, b = first.train_stats, resumed.train_stats
     assert b["steps"] == 2 * a["steps"] and b["legs"] == 2  # the counters continue
-    assert (b["loss_sum"] - a["loss_sum"]) / (b["positives"] - a["positives"]) < 0.9 * a["mean_loss"]
+    second = (b["loss_sum"] - a["loss_sum"]) / (b["positives"] - a["positives"])
+    assert second < 0.9 * a["mean_loss"], {  # what a schedule-dependent engine (dask's rounds) did
+        "first_mean": a["mean_loss"], "second_mean": second, "workers": (a["workers"], b["workers"]),
+        "worker_steps": (a["worker_steps"], b["worker_steps"]), "seconds": (a["train_seconds"], b["train_seconds"]),
+        "valid": (a["valid_history"], a["restored_best"])}
     if engine.get("debias_method") == "adversarial":
         return  # its MRR is not monotone in training here (the discriminators pull against it)
     assert kgnum.evaluate(resumed, kg)["mrr"] > kgnum.evaluate(first, kg)["mrr"]

@@ -48,6 +48,22 @@ def test_long_time_budget_on_a_tiny_graph_runs_to_the_end():
     assert stats["train_seconds"] >= 3.0 and stats["steps"] > 2000
 
 
+def test_the_tables_after_the_last_validation_are_validated_too(small_kg):
+    """A run that ends between two validations validates its final tables as well, and keeps the
+    best of all: the training after the last validation is not dropped unseen."""
+    emb = kgnum.train(small_kg, "TransE_l2", max_steps=45, valid_every=20, patience=100, **FAST)
+    stats = emb.train_stats
+    history = stats["valid_history"]
+    assert [h["step"] for h in history] == [20, 40, 45]
+    best = max(history, key=lambda h: h["valid_mrr"])
+    assert stats["best_step"] == best["step"] and stats["restored_best"] == (best["step"] != 45)
+    from kgnum.eval import link_prediction_metrics
+
+    again = link_prediction_metrics(emb.score_candidates, small_kg.valid, small_kg.all_triples(),
+                                    small_kg.n_entities, small_kg.n_relations)["mrr"]
+    assert again == pytest.approx(best["valid_mrr"], abs=1e-6)
+
+
 def test_early_stopping_keeps_best_valid_tables(small_kg):
     emb = kgnum.train(small_kg, "TransE_l2", epochs=40, valid_every=10, patience=2, **FAST)
     history = emb.train_stats["valid_history"]
