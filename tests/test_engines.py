@@ -117,8 +117,13 @@ def test_checkpoints_load_and_resume_continues(kg, engine, tmp_path):
     resumed = kgnum.train(kg, "TransE_l2", epochs=3, init=saved, **engine, **OPTS)
     a, b = first.train_stats, resumed.train_stats
     assert b["steps"] == 2 * a["steps"] and b["legs"] == 2  # the counters continue
+    # the Adagrad state carries on: it only grows, row by row (a restarted state would not)
+    assert (resumed.entity_state >= saved.entity_state).all() and (resumed.relation_state >= saved.relation_state).all()
+    assert resumed.entity_state.sum() > 1.2 * saved.entity_state.sum()
+    # and the tables: the second leg's loss is below the first's (by 13-20% here; how much depends
+    # on the schedule for the dask engine, whose rounds follow the measured speed)
     second = (b["loss_sum"] - a["loss_sum"]) / (b["positives"] - a["positives"])
-    assert second < 0.9 * a["mean_loss"], {  # what a schedule-dependent engine (dask's rounds) did
+    assert second < a["mean_loss"], {
         "first_mean": a["mean_loss"], "second_mean": second, "workers": (a["workers"], b["workers"]),
         "worker_steps": (a["worker_steps"], b["worker_steps"]), "seconds": (a["train_seconds"], b["train_seconds"]),
         "valid": (a["valid_history"], a["restored_best"])}
