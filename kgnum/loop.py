@@ -618,7 +618,7 @@ class _Run:
 
 def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
         checkpoint_every: float | None = None, progress: bool = True, previous: dict | None = None,
-        on_validation=None):
+        on_validation=None, save_final: bool = True):
     """Train ``emb``'s tables with ``engine`` under ``cfg``'s stopping rules; return the trained
     Embeddings (``train_stats``: ``TrainStats.to_dict()``), also saved to ``save`` when given.
 
@@ -627,7 +627,8 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
     and the last checkpoint left intact in every case. ``previous``: the saved ``train_stats`` of
     the model being resumed; steps, positives, seconds and histories continue from them.
     ``on_validation(step, valid_mrr, train_seconds)``: called after each validation; True stops
-    the run (as early stopping does: best tables kept).
+    the run (as early stopping does: best tables kept). ``save_final=False``: ``save`` gets the
+    checkpoints only (the caller saves the final model itself, e.g. without the attribute rows).
     """
     r = _Run(engine, job, kg, cfg, emb, save, checkpoint_every, progress, previous)
     r.validator.callback = on_validation
@@ -666,6 +667,6 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
         if stats.restored_best:
             log.info("kept the best validated tables: step %d, valid MRR %.4f", v.best_step, v.best_mrr)
     final.train_stats = stats.to_dict()
-    if save:
+    if save and save_final:
         final.save(save)
     return final

@@ -213,6 +213,7 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
         raise ValueError("the training split is empty")
     graph = kg
     kg = training_graph(kg, cfg)
+    augmented = kg is not graph  # attribute rows and twin relations, stripped from the saved model
     if init is not None:
         init = grown(init, kg, cfg)
         kg = kg.aligned_to(init.entity_names, init.relation_names)
@@ -228,10 +229,11 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     emb.known_triples = {split: kg.split(split) for split in ("train", "valid", "test")}  # saved with it
     if init is not None and hasattr(engine, "previous_stats"):
         engine.previous_stats = init.train_stats
-    out = run(engine, make_job(kg, cfg, emb), kg, cfg, emb, save=None if graph is not kg else save,
-              checkpoint_every=checkpoint_every, progress=progress,
-              previous=init.train_stats if init is not None else None, on_validation=on_validation)
-    if graph is not kg:  # checkpoints keep the attribute rows (a resume continues them); the model does not
+    # checkpoints go to ``save`` whatever the graph (aligned to a loaded model, grown, augmented)
+    out = run(engine, make_job(kg, cfg, emb), kg, cfg, emb, save=save, checkpoint_every=checkpoint_every,
+              progress=progress, previous=init.train_stats if init is not None else None,
+              on_validation=on_validation, save_final=not augmented)
+    if augmented:  # checkpoints keep the attribute rows (a resume continues them); the model does not
         from .bias.attributes import strip
 
         out = strip(out)

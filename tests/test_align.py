@@ -178,6 +178,24 @@ def test_subset_graph_evaluates_on_the_model_rows(model, umls, umls_dir, cache, 
     assert got == _numbers(kgnum.evaluate(model[1], expected))
 
 
+# --------------------------------------------------------------------------- resuming
+def test_resuming_on_a_shuffled_copy_writes_checkpoints(model, shuffled, tmp_path, monkeypatch):
+    """A run that loads a model onto a graph numbered differently trains on the aligned graph; its
+    checkpoints must still be written, or a crash loses the whole leg."""
+    from kgnum.embeddings import Embeddings
+
+    calls = []
+    save = Embeddings.save
+    monkeypatch.setattr(Embeddings, "save", lambda self, path: calls.append(path) or save(self, path))
+    kg = load_dataset(shuffled[0], format="tsv", cache_dir=str(tmp_path / "cache"))
+    assert list(kg.entity_names) != list(model[1].entity_names), "the copy numbers its entities anew"
+    out = str(tmp_path / "resumed")
+    emb = kgnum.train(kg, "TransE_l2", init=model[1], time_budget=1.5, save=out, checkpoint_every=0.1,
+                      valid_every=0, workers=1, progress=False)
+    assert len(calls) >= 4 and set(calls) == {out}, f"{len(calls)} save(s): the checkpoints were not written"
+    np.testing.assert_array_equal(kgnum.load(out).entity, emb.entity)  # the last save is the final model
+
+
 # --------------------------------------------------------------------------- names the model lacks
 
 
