@@ -335,16 +335,16 @@ def _version() -> str:
 def _config_from_args(args) -> dict:
     """Explicit flags > --config file > preset (for the chosen model) > the model's defaults."""
     values = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
-    if getattr(args, "double_ent", False):  # DGL-KE's -de: entity rows of 2 x hidden_dim
-        from .config import model_default
-
-        values["dim"] = 2 * values.get("dim", model_default(values.get("model") or TrainConfig.model, "dim"))
-        log.info("-de: --dim %d (kgnum's --dim counts the real floats of an entity row)", values["dim"])
     if getattr(args, "config", None):
         values = {**read_config_file(args.config), **values}
     if args.preset:
         model = values.get("model") or TrainConfig.model
         values = {**preset_values(args.preset, model), **values}
+    if getattr(args, "double_ent", False):  # DGL-KE's -de: entity rows of 2 x hidden_dim
+        from .config import model_default  # the dim the run would have, from wherever it comes
+
+        values["dim"] = 2 * values.get("dim", model_default(values.get("model") or TrainConfig.model, "dim"))
+        log.info("-de: --dim %d (kgnum's --dim counts the real floats of an entity row)", values["dim"])
     return values
 
 

@@ -90,6 +90,22 @@ def test_preset_fills_defaults_and_flags_override():
     assert values["model"] == "RotatE" and values["lr"] == 0.5 and values["dim"] == 400
 
 
+@pytest.mark.parametrize("config, flags, dim", [
+    ({"model": "RotatE", "dim": 100}, [], 200),  # the config file's dim, doubled
+    ({"model": "RESCAL"}, [], 2 * 100),  # the config file's model's default dim, doubled
+    ({"model": "RESCAL", "dim": 50}, ["--dim", "30"], 60),  # an explicit flag still wins
+])
+def test_double_ent_doubles_the_dim_the_run_would_have(tmp_path, config, flags, dim):
+    from kgnum.cli import _config_from_args, build_parser
+    from kgnum.config import model_default
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    args = build_parser().parse_args(["train", "--dataset", "x", "--config", str(path), "-de", *flags])
+    assert model_default("RESCAL", "dim") == 100
+    assert _config_from_args(args)["dim"] == dim
+
+
 def test_dglke_spellings_are_accepted_and_mean_the_same(tmp_path, write_tsv):
     import kgnum
 
