@@ -28,7 +28,8 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
 
 
 def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]]:
-    """Triples of a text file: one per line, three fields; blank and ``#`` lines skipped.
+    """Triples of a text file: one per line, three fields; blank lines skipped. As in the loaders,
+    ``#`` is not a comment mark: a ``#`` line with three fields is a triple, else an error.
     ``delimiter``: as the loaders' (tab, space for any run of whitespace, comma, one character)."""
     sep = _delimiter(delimiter)
     try:
@@ -41,7 +42,7 @@ def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip("\r\n")
-        if not line.strip() or line.lstrip().startswith("#"):
+        if not line.strip():
             continue
         parts = line.split(sep)
         if len(parts) != 3 or not all(p.strip() for p in parts):

@@ -12,7 +12,8 @@ def write_graph(path, n=3000, seed=0):
 
     rng = np.random.default_rng(seed)
     lines = [f"e{rng.integers(400)}\tr{rng.integers(7)}\te{rng.integers(400)}" for _ in range(n)]
-    path.write_text("\ufeff# a comment line\n\n" + "\r\n".join(lines) + "\n")
+    lines[::500] = [f"#tag{i}\tr0\te{i}" for i in range(len(lines[::500]))]  # "#" is a name, as in the loaders
+    path.write_text("\ufeff\n" + "\r\n".join(lines) + "\n")
     return lines
 
 
