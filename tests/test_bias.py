@@ -171,6 +171,30 @@ def test_cli_writes_the_documented_json_and_a_chart(kg, trained, tmp_path, monke
     assert "most toward Men" in capsys.readouterr().out
 
 
+def test_the_report_does_not_depend_on_the_order_of_the_triples(kg, trained, tmp_path, monkeypatch, write_tsv):
+    """``knows`` gives many persons several of its top values: the probe's label of such a person
+    must not be whichever value comes first in train.txt."""
+    import random
+
+    _, path = trained
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    reports = []
+    for name, shuffle in (("ordered", False), ("shuffled", True)):
+        data = write_tsv(kg, tmp_path / name)
+        if shuffle:
+            for split in ("train", "valid", "test"):
+                lines = (data / f"{split}.txt").read_text().splitlines(keepends=True)
+                random.Random(5).shuffle(lines)
+                (data / f"{split}.txt").write_text("".join(lines))
+        out = tmp_path / f"{name}.json"
+        assert main(["bias", "measure", "--load", str(path), "--data-path", str(data), "--sensitive",
+                     "gender,knows", "--top-m", "10", "--json", str(out)]) == 0
+        reports.append(json.loads(out.read_text()))
+    a, b = reports
+    assert a["probe"] == b["probe"]
+    assert a["difference_in_scores"] == pytest.approx(b["difference_in_scores"], rel=1e-12)
+
+
 @pytest.mark.parametrize("flags, words", [
     (["--sensitive", "no_such_relation"], "--sensitive no_such_relation"),
     (["--sensitive", "gender", "--values", "male,prof_m0", "--target", "profession"], "--values prof_m0"),
@@ -178,6 +202,7 @@ def test_cli_writes_the_documented_json_and_a_chart(kg, trained, tmp_path, monke
     (["--sensitive", "gender", "--values", "male,female", "--target", "nope"], "--target nope"),
     (["--sensitive", "gender", "--values", "male,female", "--target", "located_in"], "no person"),
     (["--sensitive", "gender", "--person-side", "gender=middle"], "--person-side"),
+    (["--sensitive", "knows", "--top-m", "60"], "lower --top-m"),  # 59 values, 51 persons in the 20%
 ])
 def test_bad_input_is_one_line_naming_it(kg, trained, tmp_path, flags, words, capsys, monkeypatch, write_tsv):
     _, path = trained

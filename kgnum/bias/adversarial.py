@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from ..kernels.kl import sensitive_triples
+from ..kernels.kl import person_labels, sensitive_triples
 from ..kernels.memory import gather_rows, no_rows
 from ..kernels.optim import adagrad_accumulate, adagrad_apply
 from ..kernels.sampling import sample_negatives, seed_kernel_rng
@@ -85,13 +85,9 @@ class Attribute(NamedTuple):
 def attribute(kg, name: str, top_m: int) -> Attribute:
     """Relation ``name``'s persons and their classes (errors name --debias)."""
     _, _, persons, values, top = sensitive_triples(kg, name, "--debias", top_m=top_m)
-    column = np.full(kg.n_entities, -1, dtype=np.int64)
-    column[top] = np.arange(top.size)
-    cls = column[values]
     labels = np.full(kg.n_entities, -1, dtype=np.int64)
-    in_top = cls >= 0
-    with_top, first = np.unique(persons[in_top], return_index=True)
-    labels[with_top] = cls[in_top][first]
+    with_top, rank = person_labels(persons, values, top)  # of a person's values, the most frequent
+    labels[with_top] = rank
     classes = [str(kg.entity_names[v]) for v in top]
     rest = np.setdiff1d(np.unique(persons), with_top)
     if rest.size:

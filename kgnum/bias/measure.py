@@ -176,16 +176,24 @@ def probe(emb, sensitive: Sensitive, seed: int = 0) -> dict:
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
 
-    keep = np.isin(sensitive.values, sensitive.top_values)
-    persons, values = sensitive.persons[keep], sensitive.values[keep]
-    ids, first = np.unique(persons, return_index=True)  # one label per person: its first value
-    labels = values[first]
+    from ..kernels.kl import person_labels
+
+    # one label per person (the rank of its most frequent value), persons in the order of their names:
+    # the split, and so the accuracy, do not depend on how the graph's files order or number them
+    ids, labels = person_labels(sensitive.persons, sensitive.values, sensitive.top_values)
+    by_name = np.argsort(np.asarray(emb.entity_names)[ids].astype(str), kind="stable")
+    ids, labels = ids[by_name], labels[by_name]
     classes, counts = np.unique(labels, return_counts=True)
     if classes.size < 2 or ids.size < 10:
         raise KGDataError(f"--sensitive {sensitive.name}: too few persons with two or more values to probe")
     rare = classes[counts < 2]  # a stratified split needs two of each class
     mask = ~np.isin(labels, rare)
     X, y = emb.entity[ids[mask]].astype(np.float32), labels[mask]
+    n_classes = classes.size - rare.size
+    if int(np.ceil(0.2 * y.size)) < n_classes or y.size - int(np.ceil(0.2 * y.size)) < n_classes:
+        raise KGDataError(f"--sensitive {sensitive.name}: {y.size} persons are too few to probe {n_classes} "
+                          f"values with an 80/20 split (each part needs one person of every value); "
+                          f"lower --top-m")
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=seed, stratify=y)
     # early stopping on a tenth of the training persons: the probe converges in a few dozen epochs
     clf = MLPClassifier(hidden_layer_sizes=(300,), max_iter=200, early_stopping=True, n_iter_no_change=8,

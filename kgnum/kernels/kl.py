@@ -304,7 +304,8 @@ def sensitive_triples(kg, name: str, flag: str, person_side: str | None = None, 
 
     persons / values (n,) int64: the two ends of each of its training triples; the person side is
     the one with more distinct entities unless given; top values: the ``top_m`` most frequent
-    values, most frequent first (ties by id). Errors name ``flag``.
+    values, most frequent first, ties by entity name (so the choice does not depend on how the
+    graph's files number the entities). Errors name ``flag``.
     """
     try:
         rel = kg.relation_id(name)
@@ -322,8 +323,25 @@ def sensitive_triples(kg, name: str, flag: str, person_side: str | None = None, 
     ids, counts = np.unique(values, return_counts=True)
     if ids.size < 2:
         raise ValueError(f"{flag} {name}: needs at least two values, the graph has {ids.size}")
-    top = ids[np.lexsort((ids, -counts))[:top_m]].astype(np.int64)
+    names = np.asarray(kg.entity_names)[ids].astype(str)
+    top = ids[np.lexsort((names, -counts))[:top_m]].astype(np.int64)
     return rel, person_side, persons, values, top
+
+
+def person_labels(persons: np.ndarray, values: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, labels)``: every person with a value among ``top``, sorted by id, and one label each:
+    the position in ``top`` of its most frequent value (the first of its values in ``top``).
+    Independent of the triples' order and of the values' ids."""
+    rank = np.full(int(max(values.max(), top.max())) + 1, -1, dtype=np.int64)
+    rank[top] = np.arange(top.size)
+    r = rank[values]
+    keep = r >= 0
+    p, r = persons[keep], r[keep]
+    order = np.lexsort((r, p))
+    p, r = p[order], r[order]
+    first = np.ones(p.size, dtype=bool)
+    first[1:] = p[1:] != p[:-1]
+    return p[first], r[first]
 
 
 def kl_params(config, kg) -> KLParams | None:
