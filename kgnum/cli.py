@@ -859,18 +859,58 @@ def cmd_export(args) -> int:
     return 0
 
 
+# what each command writes: (argument, flag, kind); "model" / "partition": a folder replaced as a
+# whole (one that holds something else is refused), "dir": a folder written into, "file": a file
+_OUTPUTS = {
+    "train": [("save", "--save", "model"), ("json", "--json", "file")],
+    "plan": [("json", "--json", "file")],
+    "tune": [("out", "--out", "dir")],
+    "bias": [("json", "--json", "file"), ("plot", "--plot", "file")],
+    "partition": [("out", "--out", "partition"), ("json", "--json", "file")],
+    "split": [("out", "--out", "dir")],
+    "plot": [("out", "--out", "file")],
+    "import-dglke": [("out", "--out", "model")],
+    "export-dglke": [("out", "--out", "dir")],
+    "eval": [("json", "--json", "file")],
+    "predict": [("output", "--output", "file")],
+    "similar": [("output", "--output", "file")],
+    "export": [("out", "--out", "file")],
+}
+_MARKERS = {"model": "config.json", "partition": "partition.json", "dir": None}
+
+
+def _check_outputs(args) -> None:
+    """Refuse an output path that cannot be written (or must not be replaced) before any work."""
+    from .files import check_output_dir, check_output_file
+
+    for attr, flag, kind in _OUTPUTS.get(args.command, []):
+        path = getattr(args, attr, None)
+        if not path:
+            continue
+        if args.command == "export" and getattr(args, "format", None) == "npy":
+            kind = "model"  # npy writes the model's folder, as train --save does
+        if kind == "file":
+            check_output_file(path, flag)
+        else:
+            check_output_dir(path, flag, _MARKERS[kind])
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
+        _check_outputs(args)
         return {"train": cmd_train, "plan": cmd_plan, "tune": cmd_tune, "bias": cmd_bias, "partition": cmd_partition,
                 "split": cmd_split, "plot": cmd_plot, "import-dglke": cmd_import_dglke,
                 "export-dglke": cmd_export_dglke,
                 "eval": cmd_eval, "predict": cmd_predict,
                 "similar": cmd_similar, "export": cmd_export}[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, MemoryError) as e:
-        # KGDataError is a ValueError: input problems are one clear line, not a traceback
+    except (ValueError, OSError, RuntimeError, FloatingPointError, MemoryError) as e:
+        # KGDataError is a ValueError: input problems are one clear line, not a traceback; an OSError
+        # (a path that cannot be read or written) says which path
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename and e.strerror:
+            e = OSError(f"{e.filename}: {e.strerror}")
         if args.verbose:
             import traceback
 

@@ -37,6 +37,8 @@ def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]
             text = f.read()
     except FileNotFoundError:
         raise KGDataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise KGDataError(f"{path}: is a folder, not a file of triples") from None
     except UnicodeDecodeError as e:
         raise KGDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     rows = []

@@ -463,7 +463,7 @@ class Embeddings:
         model and the previous one stays loadable until the switch.
         """
         path = os.path.abspath(path)
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, "config.json") as tmp:
             for name in _TABLES:
                 np.save(os.path.join(tmp, f"{name}.npy"), getattr(self, name))
             if self.known_triples is not None:

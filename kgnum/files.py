@@ -9,11 +9,46 @@ import uuid
 from contextlib import contextmanager
 
 
+def _blocking_ancestor(path: str) -> str | None:
+    """The nearest existing ancestor of ``path`` when it is not a folder (nothing can go under it)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return None if os.path.isdir(parent) else parent
+
+
+def check_output_dir(path: str, flag: str, marker: str | None = None) -> None:
+    """Refuse, before any work, a folder kgnum could not write, or (``marker``: the file that makes
+    a folder one kgnum wrote, e.g. a model's config.json) one it must not replace: a folder holding
+    other files and no ``marker``. ValueError in CLI terms (``flag`` and the path)."""
+    where = f"{flag} {path}".strip()
+    blocked = _blocking_ancestor(path)
+    if blocked:
+        raise ValueError(f"{where}: {blocked} is a file, so no folder can be made under it")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{where}: is a file, not a folder")
+    if marker and os.path.isdir(path) and os.listdir(path) and not os.path.exists(os.path.join(path, marker)):
+        raise ValueError(f"{where}: the folder holds other files and no {marker}; it would be replaced as a "
+                         f"whole, so give a new or empty folder")
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Refuse, before any work, a file path that is a folder or lies under a file (ValueError)."""
+    blocked = _blocking_ancestor(path)
+    if blocked:
+        raise ValueError(f"{flag} {path}: {blocked} is a file, so no folder can be made under it")
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a folder, not a file")
+
+
 @contextmanager
-def atomic_directory(path: str):
+def atomic_directory(path: str, marker: str):
     """Yield a temporary sibling of ``path`` to fill; on success it replaces ``path`` by rename
-    (the previous copy stays loadable until the switch), on any error it is removed."""
+    (the previous copy stays loadable until the switch), on any error it is removed. ``path`` may
+    be new, empty, or a folder this writer wrote before (it holds ``marker``): anything else is
+    refused (``check_output_dir``), never deleted."""
     path = os.path.abspath(path)
+    check_output_dir(path, "", marker)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
@@ -42,6 +77,9 @@ def atomic_file(path: str, suffix: str = ""):
     """Yield a temporary name next to ``path`` to write; renamed onto ``path`` on success, removed on
     any error (a reader sees the old file or the new one, never half of one). ``suffix``: an ending
     the writer insists on (``np.savez`` adds ``.npz``)."""
+    check_output_file(path, "")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}{suffix}"
     try:
         yield tmp

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kgnum.cli import main
@@ -178,3 +179,64 @@ def test_unseen_valid_entity_error_speaks_in_flags(tmp_path):
     assert proc.returncode == 2
     assert "--unseen skip" in proc.stderr and "unseen='skip'" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- output paths
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    model = tmp_path_factory.mktemp("small") / "model"
+    assert main(TRAIN + ["--save", str(model), "--eval-split", "none", "--max-steps", "20"]) == 0
+    return model
+
+
+def test_save_never_deletes_a_folder_that_is_not_a_model(tmp_path, capsys):
+    """--save replaces its folder as a whole; a folder holding anything but a kgnum model is refused
+    before training, and its files stay."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "notes.txt").write_text("mine")
+    assert main(TRAIN + ["--save", str(results), "--eval-split", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--save" in err and "config.json" in err, err
+    assert (results / "notes.txt").read_text() == "mine" and os.listdir(results) == ["notes.txt"]
+    from kgnum.embeddings import Embeddings
+
+    emb = Embeddings("TransE_l2", np.zeros((2, 4), np.float32), np.zeros((1, 4), np.float32), {"gamma": 1.0},
+                     np.array(["a", "b"], dtype=object), np.array(["r"], dtype=object))
+    with pytest.raises(ValueError, match="config.json"):  # the library call refuses it too
+        emb.save(str(results))
+    assert os.listdir(results) == ["notes.txt"]
+    model = tmp_path / "model"  # a model folder is replaced, as before
+    assert main(TRAIN + ["--save", str(model), "--eval-split", "none", "--max-steps", "20"]) == 0
+    assert main(TRAIN + ["--save", str(model), "--eval-split", "none", "--max-steps", "20", "--seed", "1"]) == 0
+
+
+@pytest.mark.parametrize("command", [
+    "train --dataset synthetic --max-steps 10 --eval-split none --save {file}/model",
+    "train --dataset synthetic --max-steps 10 --json {dir}",
+    "eval --load {model} --dataset synthetic --json {dir}",
+    "export-dglke --load {model} --out {file}",
+    "export --load {model} --format npy --out {dir}",
+    "export --load {model} --format word2vec --out {dir}",
+    "split {file} --out {file}",
+    "split {dir} --out {tmp}/parts",
+    "import-dglke {dir} --data-path {dir} --out {dir}",
+])
+def test_output_and_input_paths_that_cannot_be_used_are_one_line(command, small_model, tmp_path, capsys):
+    model, folder, file = small_model, tmp_path / "folder", tmp_path / "f.txt"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("x")
+    file.write_text("a\tr\tb\n")
+    capsys.readouterr()
+    argv = command.format(model=model, dir=folder, file=file, tmp=tmp_path).split()
+    assert main(argv + ["--no-progress"] if argv[0] == "train" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert (folder / "keep.txt").read_text() == "x" and file.read_text() == "a\tr\tb\n"
+
+
+def test_json_goes_into_a_new_folder(tmp_path):
+    out = tmp_path / "new" / "deeper" / "eval.json"
+    assert main(TRAIN + ["--eval-split", "test", "--json", str(out)]) == 0
+    assert "test" in json.loads(out.read_text())
+    assert os.listdir(out.parent) == ["eval.json"]

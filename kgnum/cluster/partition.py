@@ -118,7 +118,7 @@ def _report(kg, owner, part_edges, parts, method, seconds, dim) -> dict:
 
 def save_partition(p: Partition, kg, path: str) -> str:
     """Write ``p`` to directory ``path`` atomically (a temporary sibling renamed into place)."""
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, "partition.json") as tmp:
         np.save(os.path.join(tmp, "owner.npy"), p.owner)
         for i, e in enumerate(p.part_edges):
             np.save(os.path.join(tmp, f"part_{i}.npy"), kg.train[e])
