@@ -209,6 +209,10 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     ``local_cluster`` / a LocalCluster of ``workers`` processes).
     """
     cfg = resolve_config(model, options, init)
+    if save:  # refused before training, not at the first checkpoint
+        from .files import check_output_dir
+
+        check_output_dir(save, "save=", "config.json")
     if kg.train.shape[0] == 0:
         raise ValueError("the training split is empty")
     graph = kg

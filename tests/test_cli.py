@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+import kgnum
 from kgnum.cli import main
 
 TRAIN = ["train", "--dataset", "synthetic", "--model", "TransE_l2", "--dim", "32", "--neg", "32",
@@ -203,8 +204,11 @@ def test_save_never_deletes_a_folder_that_is_not_a_model(tmp_path, capsys):
 
     emb = Embeddings("TransE_l2", np.zeros((2, 4), np.float32), np.zeros((1, 4), np.float32), {"gamma": 1.0},
                      np.array(["a", "b"], dtype=object), np.array(["r"], dtype=object))
-    with pytest.raises(ValueError, match="config.json"):  # the library call refuses it too
+    with pytest.raises(ValueError, match="config.json"):  # the library calls refuse it too
         emb.save(str(results))
+    with pytest.raises(ValueError, match="save= .*config.json"):
+        kgnum.train(kgnum.synthetic(n_entities=20, n_relations=2, n_train=100, n_valid=5, n_test=5), "TransE_l2",
+                    dim=8, max_steps=5, save=str(results), progress=False)
     assert os.listdir(results) == ["notes.txt"]
     model = tmp_path / "model"  # a model folder is replaced, as before
     assert main(TRAIN + ["--save", str(model), "--eval-split", "none", "--max-steps", "20"]) == 0
