@@ -26,6 +26,7 @@ engine pauses). Start-up (compilation, worker start) is not counted.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -228,6 +229,10 @@ class Validator:
             pick = np.random.default_rng(seed).choice(valid.shape[0], cfg.valid_sample, replace=False)
             valid = valid[np.sort(pick)]
         self.triples = valid
+        # which valid triples (in the model's ids): a resumed run compares its MRR with an earlier
+        # leg's only when they were measured on the same ones
+        ordered = valid[np.lexsort((valid[:, 2], valid[:, 1], valid[:, 0]))].astype(np.int64)
+        self.key = hashlib.sha1(np.ascontiguousarray(ordered).tobytes()).hexdigest()[:16]
         self.kg = kg  # the filter index is built at the first validation, once (not a copy per check)
         self.index = None
         self.expected_seconds = None
@@ -235,6 +240,21 @@ class Validator:
     @property
     def ready(self) -> bool:
         return self.enabled and self.every is not None
+
+    def resume_from(self, prev: "TrainStats", emb) -> None:
+        """A resumed run starts from the loaded model's tables, which are an earlier leg's best
+        validated ones when that leg ended normally: they stay the best until this leg validates
+        better, so a worse second leg does not replace them (a checkpoint's tables are not its
+        best, and another valid set gives MRRs that do not compare: neither is taken)."""
+        if not (self.enabled and prev.best_valid_mrr is not None and prev.best_step is not None
+                and not prev.checkpoint and prev.valid_key == self.key):
+            return
+        self.best_mrr, self.best_step = float(prev.best_valid_mrr), int(prev.best_step)
+        self.best_tables = (emb.entity.copy(), emb.relation.copy(),
+                            {k: np.array(a) for k, a in (emb.views or {}).items()},
+                            {k: np.array(a) for k, a in (emb.engine_state or {}).items()})
+        log.info("the loaded tables are the best so far (step %d, valid MRR %.4f): kept unless this run "
+                 "validates better", self.best_step, self.best_mrr)
 
     def calibrate(self, steps_per_second: float, expected_seconds: float, at=None) -> None:
         """Choose the automatic interval once the engine's speed is known. ``at``: (step, training
@@ -376,6 +396,7 @@ class TrainStats:
     history: list = field(default_factory=list)  # [{"seconds", "steps", "loss", "triples_per_second"}]
     worker_steps: list = field(default_factory=list)
     checkpoint: bool = False  # True in a checkpoint written while training
+    valid_key: str | None = None  # digest of the valid triples the MRRs were measured on
     loss_sum: float = 0.0
     legs: int = 1  # training runs so far: a resumed model continues its counters
     engine_log: list = field(default_factory=list)  # per-epoch records of engines that keep them (dask: traffic)
@@ -539,6 +560,7 @@ class _Run:
             s.best_step, s.best_valid_mrr = v.best_step, v.best_mrr
         else:
             s.best_step, s.best_valid_mrr = prev.best_step, prev.best_valid_mrr
+        s.valid_key = getattr(v, "key", None) if v.enabled else prev.valid_key
         s.worker_steps = list(self.engine.worker_steps)
         s.engine_log = list(prev.engine_log) + list(getattr(self.engine, "epoch_log", []))
         s.checkpoint = not final
@@ -632,6 +654,7 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
     """
     r = _Run(engine, job, kg, cfg, emb, save, checkpoint_every, progress, previous)
     r.validator.callback = on_validation
+    r.validator.resume_from(r.prev, emb)
     pending: list = []
     with _interrupts_raise() as received:
         r.received = received

@@ -145,3 +145,27 @@ def test_resume_on_a_grown_graph_appends_rows_and_keeps_the_old_ones(umls, tmp_p
     # evaluation still refuses a name the model does not have
     with pytest.raises(KGDataError, match="brand_new_thing"):
         kgnum.evaluate(start, load_dataset(str(folder)))
+
+
+def test_a_worse_leg_keeps_the_earlier_best_tables(tmp_path, caplog):
+    """The loaded tables are the first leg's best validated ones: a second leg that only validates
+    worse (a learning rate that wrecks the tables) must return them and report the first leg's
+    best step, not its own best."""
+    kg = kgnum.synthetic(n_entities=200, n_relations=5, n_train=4000, n_valid=200, n_test=200, seed=2)
+    opts = dict(dim=32, valid_every=20, workers=1, progress=False, seed=0)
+    first = kgnum.train(kg, "TransE_l2", max_steps=60, save=str(tmp_path / "a"), **opts)
+    best = first.train_stats["best_step"]
+    with caplog.at_level(logging.INFO, logger="kgnum"):
+        second = kgnum.train(kg, "TransE_l2", init=kgnum.load(str(tmp_path / "a")), max_steps=40,
+                             **{**opts, "lr": 50.0})
+    own = [h["valid_mrr"] for h in second.train_stats["valid_history"] if h["step"] > first.train_stats["steps"]]
+    assert own and max(own) < first.train_stats["best_valid_mrr"], (own, first.train_stats["best_valid_mrr"])
+    assert second.train_stats["best_step"] == best and second.train_stats["best_valid_mrr"] == \
+        first.train_stats["best_valid_mrr"]
+    np.testing.assert_array_equal(second.entity, first.entity)
+    assert "the loaded tables are the best so far" in caplog.text
+    # another valid set: the first leg's MRR does not compare, the loaded tables are not kept by it
+    other = kgnum.KnowledgeGraph(kg.name, kg.train, kg.valid[:100], kg.test, kg.entity_names, kg.relation_names)
+    third = kgnum.train(other, "TransE_l2", init=kgnum.load(str(tmp_path / "a")), max_steps=40,
+                        **{**opts, "lr": 50.0})
+    assert third.train_stats["best_step"] > first.train_stats["steps"]
