@@ -364,7 +364,9 @@ def read_config_file(path: str) -> dict:
     unknown = sorted(set(data) - set(_CONFIG_FLAGS))
     if unknown:
         raise ValueError(f"--config {path}: unknown settings {', '.join(unknown)}")
-    return data
+    from .config import check_types
+
+    return check_types(data, lambda name: f"--config {path}: {name}")
 
 
 def _load_kg(args):

@@ -6,8 +6,12 @@ Each field carries its command-line help (``metadata["help"]``); the CLI builds
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
 
 log = logging.getLogger("kgnum")
 
@@ -28,6 +32,43 @@ def available_cores() -> int:
 
 def _opt(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
+
+
+SEED_LIMIT = 2 ** 63  # seeds reach Numba as int64
+
+
+def check_types(values: dict, where) -> dict:
+    """``values`` (TrainConfig field -> value, e.g. a --config file's) with each value of its field's
+    type: integral floats become ints (JSON may write 400.0), ints become floats where a float is
+    expected; anything else (a string "0.1", "false", a float NaN or inf, a bool for a number)
+    raises ValueError naming ``where(name)``. Unknown names are left to the caller."""
+    kinds = {f.name: f.type for f in fields(TrainConfig)}
+    out = dict(values)
+    for name, value in values.items():
+        kind = kinds.get(name)
+        if kind is None:
+            continue
+        optional = "None" in kind
+        base = kind.split("|")[0].strip()
+        if value is None:
+            if not optional:
+                raise ValueError(f"{where(name)}: must be given (not null)")
+            continue
+        if base in ("int", "float"):
+            number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            if not number or not math.isfinite(value):
+                raise ValueError(f"{where(name)} {value!r}: must be a finite number")
+            if base == "int":
+                if not isinstance(value, numbers.Integral) and not float(value).is_integer():
+                    raise ValueError(f"{where(name)} {value!r}: must be an integer")
+                out[name] = int(value)
+            else:
+                out[name] = float(value)
+        elif base == "bool" and not isinstance(value, bool):
+            raise ValueError(f"{where(name)} {value!r}: must be true or false")
+        elif base == "str" and not isinstance(value, str):
+            raise ValueError(f"{where(name)} {value!r}: must be a string")
+    return out
 
 
 @dataclass
@@ -120,6 +161,11 @@ class TrainConfig:
         def bad(flag, why):
             raise ValueError(f"--{flag.replace('_', '-')} {getattr(self, flag)!r}: {why}")
 
+        checked = check_types(asdict(self), lambda name: f"--{name.replace('_', '-')}")
+        for name, value in checked.items():
+            setattr(self, name, value)
+        if not 0 <= self.seed < SEED_LIMIT:
+            bad("seed", "must be an integer from 0 to 2**63 - 1")
         sf = get_model(self.model)
         self.model = sf.name
         gamma_given = self.gamma is not None
@@ -140,6 +186,8 @@ class TrainConfig:
                 bad(name, "must be a positive integer")
         if not self.lr > 0:
             bad("lr", "must be > 0")
+        if not self.gamma > 0:
+            bad("gamma", "must be > 0 (a margin, or for bilinear models the initial scale (gamma + 2) / dim)")
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
@@ -160,6 +208,8 @@ class TrainConfig:
                     bad(name, "only with --backend gpu")
             elif getattr(self, name) is not None and self.backend != "dask" and name != "part_checkpoint_every":
                 bad(name, "only with --backend dask")
+        if self.partition and self.parts is not None:
+            bad("parts", "not with --partition: the saved partition has its own parts")
         if self.scheduler and self.local_cluster:
             bad("local_cluster", "either --scheduler or --local-cluster, not both")
         for name in ("local_cluster", "parts"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from dataclasses import fields
 
 import numpy as np
@@ -209,6 +210,10 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     ``local_cluster`` / a LocalCluster of ``workers`` processes).
     """
     cfg = resolve_config(model, options, init)
+    if checkpoint_every is not None and not (checkpoint_every > 0 and math.isfinite(checkpoint_every)):
+        raise ValueError(f"--checkpoint-every {checkpoint_every}: must be a number of seconds > 0")
+    if checkpoint_every is not None and not save:
+        raise ValueError("--checkpoint-every needs --save: the directory the checkpoints go to")
     if save:  # refused before training, not at the first checkpoint
         from .files import check_output_dir
 

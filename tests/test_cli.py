@@ -244,3 +244,52 @@ def test_json_goes_into_a_new_folder(tmp_path):
     assert main(TRAIN + ["--eval-split", "test", "--json", str(out)]) == 0
     assert "test" in json.loads(out.read_text())
     assert os.listdir(out.parent) == ["eval.json"]
+
+
+# --------------------------------------------------------------------------- values of the wrong kind
+@pytest.mark.parametrize("setting, words", [
+    ({"lr": "0.1"}, "lr '0.1': must be a finite number"),
+    ({"dim": "64"}, "dim '64'"),
+    ({"neg": None}, "neg: must be given"),
+    ({"model": 5}, "model 5: must be a string"),
+    ({"adv": "false"}, "adv 'false': must be true or false"),  # was taken as true
+    ({"dim": 31.5}, "must be an integer"),
+])
+def test_a_config_file_value_of_the_wrong_kind_is_one_line_naming_file_and_key(setting, words, tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(setting))
+    assert main(["train", "--dataset", "synthetic", "--config", str(path), "--max-steps", "5", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--config {path}" in err and words in err, err
+
+
+def test_a_config_file_may_write_an_integer_as_a_float(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"dim": 32.0, "neg": 16.0}))
+    model = tmp_path / "m"
+    assert main(["train", "--dataset", "synthetic", "--config", str(path), "--max-steps", "5", "--no-progress",
+                 "--eval-split", "none", "--save", str(model)]) == 0
+    assert json.loads((model / "config.json").read_text())["dim"] == 32
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--epochs", "inf"], "--epochs inf"),
+    (["--time-budget", "inf"], "--time-budget inf"),
+    (["--gamma", "nan"], "--gamma nan"),
+    (["--gamma", "-5"], "--gamma -5"),
+    (["--adv-temp", "nan"], "--adv-temp nan"),  # was the same as --no-adv
+    (["--reg-coef", "nan"], "--reg-coef nan"),  # was no regularizer
+    (["--seed", "-1"], "--seed -1"),
+    (["--seed", "99999999999999999999999"], "--seed"),
+    (["--checkpoint-every", "0", "--save", "{tmp}/m"], "--checkpoint-every 0"),
+    (["--checkpoint-every", "-1", "--save", "{tmp}/m"], "--checkpoint-every -1"),
+    (["--checkpoint-every", "5"], "needs --save"),
+    (["--backend", "dask", "--partition", "{tmp}/p", "--parts", "3"], "--parts 3"),
+    (["--backend", "dask", "--scheduler", "foo:bar"], "--scheduler foo:bar"),
+])
+def test_nonsensical_flag_values_are_one_line_naming_the_flag(flags, words, tmp_path, capsys):
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    assert main(["train", "--dataset", "synthetic", "--max-steps", "5", "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, err
+    assert not (tmp_path / "m").exists()

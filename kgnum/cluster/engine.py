@@ -242,7 +242,7 @@ class DaskEngine:
         if cfg.scheduler:
             try:
                 self.client = Client(cfg.scheduler, timeout=SCHEDULER_TIMEOUT)
-            except (OSError, TimeoutError) as e:
+            except (OSError, TimeoutError, ValueError) as e:  # ValueError: an address it cannot parse
                 raise ClusterLost(f"--scheduler {cfg.scheduler}: cannot connect ({e})") from None
             return
         n = int(cfg.local_cluster or cfg.workers)
