@@ -34,6 +34,9 @@ MIN_TRIAL_SECONDS = 3.0  # a trial shorter than this teaches nothing: the study 
 RUNG_UNITS = 10  # intermediate values are reported at the trial's training time in 0.1 s
 # settings searched, and the ones a --space flag may name
 SEARCHABLE = ("lr", "gamma", "adv_temp", "reg_coef", "dim", "neg", "batch")
+# a trial's fields best.json leaves out: its share of the budget would cap a later run
+# (explicit flags win, but a run given --epochs would still stop at the trial's seconds)
+NOT_IN_BEST = ("time_budget", "max_steps", "epochs", "workers")
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,12 @@ def default_space(model: str) -> dict[str, Range]:
     """The model's search space, around its registry defaults."""
     sf = get_model(model)
     d = sf.defaults
+    dim = int(_default(model, "dim"))
+    half = dim // 2 - (dim // 2) % 2 if sf.even_dim else dim // 2
     space = {
         "lr": Range(d["lr"] / 4, d["lr"] * 4),
         "adv_temp": Range(0.25, 4.0),
-        "dim": Range(choices=(200, 400)),
+        "dim": Range(choices=(half, dim)),  # the model's default dim and half of it
     }
     if sf.metric in PRODUCT_METRICS:  # bilinear: gamma is the initial scale (gamma + 2) / dim
         space["gamma"] = Range(d["gamma"] / 4, d["gamma"] * 2)
@@ -95,6 +100,14 @@ def parse_space(model: str, specs: list[str] | None) -> dict[str, Range]:
         space[name] = Range(low, high, log=space.get(name, Range()).log if name in space else True)
     if "dim" in space and get_model(model).even_dim and any(c % 2 for c in space["dim"].choices):
         raise ValueError(f"--space dim: {get_model(model).name} needs even dims")
+    sf = get_model(model)
+    given = {spec.partition("=")[0].strip().replace("-", "_") for spec in specs or []}
+    if sf.metric in PRODUCT_METRICS and "gamma" in space and "gamma" not in given and "dim" in space:
+        # a bilinear model's gamma sets the initial scale (gamma + 2) / dim: its range follows the dims
+        from .config import default_gamma
+
+        dims = space["dim"].choices
+        space["gamma"] = Range(default_gamma(sf, min(dims)) / 4, default_gamma(sf, max(dims)) * 2)
     return space
 
 
@@ -136,12 +149,15 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
         raise ValueError("kgnum tune: the dataset has no valid split to score trials on")
     model = get_model(model).name
     search = parse_space(model, space)
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers {workers}: must be >= 1 (leave it out for every core)")
     workers = workers or available_cores()
     per_trial = time_budget / (trials or DEFAULT_TRIALS)
     if per_trial < MIN_TRIAL_SECONDS:
         raise ValueError(f"--time-budget {time_budget:g}: {per_trial:.1f} s per trial is too short "
                          f"(at least {MIN_TRIAL_SECONDS:g}); give more time or fewer --trials")
     fixed = {k: v for k, v in (base or {}).items() if k not in search and k not in ("model",)}
+    earlier = _earlier_trials(out, model, kg)
     os.makedirs(out, exist_ok=True)
     deadline = time.perf_counter() + time_budget
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -152,10 +168,12 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
         # that reached the same rung is stopped
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, int(RUNG_UNITS * per_trial / 9)),
                                                       reduction_factor=3),
-        storage=storage, study_name=f"kgnum-{model}-{int(time.time())}", load_if_exists=False)
+        # a rerun with the same space continues the study in the journal (Optuna refuses a
+        # parameter whose choices changed, so another space starts another study there)
+        storage=storage, study_name=f"kgnum-{model}-{kg.name}-{_space_key(search)}", load_if_exists=True)
     # the defaults first: the search never ends below what a user gets without it
-    study.enqueue_trial({k: _clip(_default(model, k), r) for k, r in search.items()}, skip_if_exists=True)
-    rows: list[dict] = []
+    study.enqueue_trial(first_trial(model, search), skip_if_exists=True)
+    rows: list[dict] = list(earlier)
     log.info("tuning %s on %s: %s s, %s, %.0f s per trial, %d worker(s); space %s", model, kg.name,
              f"{time_budget:g}", f"{trials} trials" if trials else "trials until the budget is spent",
              per_trial, workers, ", ".join(f"{k} {r.describe()}" for k, r in search.items()))
@@ -227,6 +245,45 @@ def _default(model: str, name: str):
     return getattr(TrainConfig, name)
 
 
+def first_trial(model: str, search: dict[str, Range]) -> dict:
+    """What a plain ``kgnum train`` would use, within the space: a bilinear model's default gamma
+    follows its dim (config.default_gamma), so it is taken at the trial's dim."""
+    from .config import default_gamma
+
+    values = {k: _clip(_default(model, k), r) for k, r in search.items()}
+    if "gamma" in search:
+        dim = values.get("dim", _default(model, "dim"))
+        values["gamma"] = _clip(default_gamma(get_model(model), int(dim)), search["gamma"])
+    return values
+
+
+def _space_key(search: dict[str, Range]) -> str:
+    import hashlib
+
+    text = ";".join(f"{k}={r.describe()}" for k, r in sorted(search.items()))
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _earlier_trials(out: str, model: str, kg) -> list[dict]:
+    """The trials an earlier ``kgnum tune`` wrote to ``out`` (study.json), so that a rerun adds to
+    them and best.json stays the best of all; a study of another model or graph is refused."""
+    path = os.path.join(out, "study.json")
+    if not os.path.exists(path):
+        return []
+    import json
+
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--out {out}: study.json cannot be read ({e}); give another --out") from None
+    if earlier.get("model") != model or earlier.get("dataset") != kg.name:
+        raise ValueError(f"--out {out}: holds a study of {earlier.get('model')} on {earlier.get('dataset')}, "
+                         f"not {model} on {kg.name}; give another --out")
+    log.info("--out %s: continuing its study (%d earlier trial(s))", out, len(earlier.get("trials", [])))
+    return list(earlier.get("trials", []))
+
+
 def _clip(value, r: Range):
     if r.choices:
         return value if value in r.choices else r.choices[-1]
@@ -261,8 +318,9 @@ def _write_results(out, model, kg, rows, search, time_budget, interrupted) -> di
                "best_valid_mrr": best["valid_mrr"] if best else None,
                "space": {k: r.describe() for k, r in search.items()}}
     _write_json(os.path.join(out, "study.json"), summary)
-    if best is not None:
-        _write_json(os.path.join(out, "best.json"), best["config"])
+    if best is not None:  # the settings, not the trial's stopping rule or this machine's cores
+        _write_json(os.path.join(out, "best.json"),
+                    {k: v for k, v in best["config"].items() if k not in NOT_IN_BEST})
     return summary
 
 

@@ -17,6 +17,9 @@ pytest.importorskip("optuna")  # installed by `make test` (the `tune` extra); ke
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("tune") / "study"
+    # the step compiled first: the budget is wall clock, and a first trial that compiled it would
+    # take most of this small one (the test alone, or first in a session)
+    kgnum.train(kgnum.synthetic(), "DistMult", dim=16, max_steps=1, workers=1, valid_every=0, progress=False)
     started = time.perf_counter()
     code = main(["tune", "--dataset", "synthetic", "--model", "DistMult", "--time-budget", "16",
                  "--trials", "4", "--workers", "1", "--space", "dim=16|32", "--out", str(out)])
@@ -39,18 +42,57 @@ def test_tune_writes_a_best_config_that_trains(study, tmp_path, capsys):
     # the trial configs are sampled, not all the same
     assert len({json.dumps(t["config"], sort_keys=True) for t in summary["trials"]}) == len(summary["trials"])
     # best.json feeds kgnum train --config and kgnum.train(**json)
-    emb = kgnum.train(kgnum.synthetic(), **{**best, "progress": False})
+    assert not {"time_budget", "workers", "epochs", "max_steps"} & set(best), best  # settings, not a trial's budget
+    emb = kgnum.train(kgnum.synthetic(), **{**best, "progress": False, "max_steps": 50})
     assert emb.config["lr"] == best["lr"] and emb.dim == best["dim"]
     model = tmp_path / "m"
     assert main(["train", "--dataset", "synthetic", "--config", str(out / "best.json"), "--no-progress",
-                 "--eval-split", "none", "--save", str(model)]) == 0
+                 "--eval-split", "none", "--save", str(model), "--max-steps", "50"]) == 0
     assert json.loads((model / "config.json").read_text())["config"]["lr"] == best["lr"]
 
 
 def test_the_first_trial_is_the_models_defaults(study):
     _, out, _ = study
     first = json.loads((out / "study.json").read_text())["trials"][0]["config"]
-    assert first["lr"] == 0.1 and first["gamma"] == 143.0 and first["adv_temp"] == 2.0
+    # --space dim=16|32: dim 32, and the gamma a plain DistMult run uses at dim 32 (143 is dim 400's)
+    assert first["lr"] == 0.1 and first["dim"] == 32 and first["adv_temp"] == 2.0
+    assert first["gamma"] == pytest.approx((143.0 + 2) * 32 / 400 - 2)
+
+
+def test_the_first_trial_is_what_a_plain_run_uses_for_every_model():
+    from kgnum.config import default_gamma, model_default
+    from kgnum.kernels.registry import get_model, model_names
+    from kgnum.tune import default_space, first_trial
+
+    for model in model_names():
+        first = first_trial(model, default_space(model))
+        assert first["dim"] == model_default(model, "dim"), model  # RESCAL and TransR: 100, not 400
+        assert first["gamma"] == pytest.approx(model_default(model, "gamma")), model
+    # a space without the default dim: the gamma a plain run uses at the dim the trial takes
+    first = first_trial("ComplEx", parse_space("ComplEx", ["dim=100|200"]))
+    assert first["dim"] == 200 and first["gamma"] == pytest.approx(default_gamma(get_model("ComplEx"), 200))
+
+
+def test_a_rerun_into_the_same_out_adds_to_the_study(study, tmp_path, capsys):
+    import shutil
+
+    _, first_out, _ = study
+    out = tmp_path / "again"
+    shutil.copytree(first_out, out)
+    before = json.loads((out / "study.json").read_text())
+    assert main(["tune", "--dataset", "synthetic", "--model", "DistMult", "--time-budget", "8", "--trials", "2",
+                 "--workers", "1", "--space", "dim=16|32", "--space", "lr=0.001:0.002", "--out", str(out)]) == 0
+    after = json.loads((out / "study.json").read_text())
+    assert after["trials"][:len(before["trials"])] == before["trials"]  # the earlier trials are kept
+    assert len(after["trials"]) > len(before["trials"])
+    assert after["best_valid_mrr"] >= before["best_valid_mrr"]
+    lines = (out / "trials.tsv").read_text().strip().splitlines()
+    assert len(lines) == 1 + len(after["trials"])
+    capsys.readouterr()
+    assert main(["tune", "--dataset", "synthetic", "--model", "TransE_l2", "--time-budget", "8", "--trials", "2",
+                 "--workers", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds a study of DistMult" in err, err
 
 
 @pytest.mark.parametrize("spec, words", [("lr=1:0.1", "LOW < HIGH"), ("colour=1:2", "cannot be searched"),
