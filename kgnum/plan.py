@@ -151,5 +151,7 @@ def plan_for(kg, cfg) -> Plan:
     """The plan of training ``cfg`` (a validated TrainConfig) on graph ``kg``."""
     n_eval = kg.valid.shape[0] + kg.test.shape[0]
     adversarial = len(cfg.debias_relations()) if cfg.debias_method == "adversarial" else 0
-    return plan(kg.n_entities, kg.n_relations, kg.train.shape[0], cfg.model, cfg.dim, cfg.workers, cfg.backend,
+    # a LocalCluster of --local-cluster processes when given (the cluster engine starts that many)
+    workers = int(cfg.local_cluster) if cfg.backend == "dask" and cfg.local_cluster else cfg.workers
+    return plan(kg.n_entities, kg.n_relations, kg.train.shape[0], cfg.model, cfg.dim, workers, cfg.backend,
                 n_eval, cfg.parts, adversarial=adversarial)

@@ -25,6 +25,16 @@ def test_plan_counts_the_tables_and_the_engine_copies():
     assert dask.per_worker is not None and dask.per_worker < dask.peak
 
 
+def test_plan_counts_the_local_cluster_processes_train_starts(small_kg):
+    from kgnum.config import TrainConfig
+    from kgnum.plan import plan_for
+
+    cfg = lambda **kw: TrainConfig(model="TransE_l2", dim=64, max_steps=10, backend="dask", **kw).validate()  # noqa: E731
+    four, one = plan_for(small_kg, cfg(local_cluster=4, workers=1)), plan_for(small_kg, cfg(workers=1))
+    assert four.workers == 4 and one.workers == 1
+    assert four.during("train") > one.during("train")
+
+
 def test_plan_of_a_debiased_run_takes_train_flags_and_train_refuses_what_it_refuses(tmp_path, monkeypatch,
                                                                                     capsys, write_tsv):
     """kgnum plan with a debiased run's flags counts what that run holds (attribute rows,
