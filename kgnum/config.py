@@ -186,8 +186,8 @@ class TrainConfig:
                 bad(name, "must be a positive integer")
         if not self.lr > 0:
             bad("lr", "must be > 0")
-        if not self.gamma > 0:
-            bad("gamma", "must be > 0 (a margin, or for bilinear models the initial scale (gamma + 2) / dim)")
+        if not self.gamma > -2:  # a bilinear model's default at a small dim may be below 0
+            bad("gamma", "must be > -2: the tables start at the scale (gamma + 2) / dim")
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
