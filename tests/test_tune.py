@@ -80,7 +80,7 @@ def test_a_rerun_into_the_same_out_adds_to_the_study(study, tmp_path, capsys):
     out = tmp_path / "again"
     shutil.copytree(first_out, out)
     before = json.loads((out / "study.json").read_text())
-    assert main(["tune", "--dataset", "synthetic", "--model", "DistMult", "--time-budget", "8", "--trials", "2",
+    assert main(["tune", "--dataset", "synthetic", "--model", "DistMult", "--time-budget", "4", "--trials", "1",
                  "--workers", "1", "--space", "dim=16|32", "--space", "lr=0.001:0.002", "--out", str(out)]) == 0
     after = json.loads((out / "study.json").read_text())
     assert after["trials"][:len(before["trials"])] == before["trials"]  # the earlier trials are kept
