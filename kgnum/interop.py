@@ -71,11 +71,19 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
         raise KGDataError(f"{save_dir}/config.json: model_name {dglke_model!r} has no kgnum counterpart; "
                           f"supported: {', '.join(sorted(set(_NAMES.values())))}")
     tables = {}
+    folder = glob.escape(save_dir)
     for kind in ("entity", "relation"):
-        found = sorted(glob.glob(os.path.join(save_dir, f"*_{dglke_model}_{kind}.npy"))) or \
-            sorted(glob.glob(os.path.join(save_dir, f"*_{kind}.npy")))
+        # DGL-KE reads <dataset>_<model>_<kind>.npy, the dataset named by config.json; a folder
+        # may hold the tables of other datasets too (exported into twice)
+        named = os.path.join(save_dir, f"{cfg.get('dataset')}_{dglke_model}_{kind}.npy")
+        found = [named] if "dataset" in cfg and os.path.isfile(named) else \
+            sorted(glob.glob(os.path.join(folder, f"*_{dglke_model}_{kind}.npy"))) or \
+            sorted(glob.glob(os.path.join(folder, f"*_{kind}.npy")))
         if not found:
             raise KGDataError(f"{save_dir}: no <dataset>_{dglke_model}_{kind}.npy")
+        if len(found) > 1:
+            raise KGDataError(f"{save_dir}: {len(found)} {kind} tables ({', '.join(map(os.path.basename, found))}) "
+                              f"and no config.json dataset naming one")
         tables[kind] = np.load(found[0]).astype(np.float32)
     entity, relation = tables["entity"], tables["relation"]
     gamma = float(cfg.get("gamma", 12.0))

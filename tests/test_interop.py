@@ -96,6 +96,20 @@ def test_export_then_import_gives_back_the_same_model(small_kg, tmp_path, model)
     assert cfg["model_name"] == model and cfg["hidden_dim"] == (4 if model in ("RotatE", "ComplEx") else 8)
 
 
+@pytest.mark.parametrize("first, second", [("b", "a"), ("a", "b")])
+def test_import_reads_the_tables_config_json_names(small_kg, tmp_path, first, second):
+    """A folder exported into twice (--dataset-name changed) holds two sets of tables; the ones
+    config.json's dataset names are the model, as DGL-KE reads them."""
+    old = kgnum.train(small_kg, "DistMult", max_steps=5, dim=8, workers=1, progress=False, seed=1)
+    new = kgnum.train(small_kg, "DistMult", max_steps=5, dim=8, workers=1, progress=False, seed=2)
+    out = tmp_path / "dglke [run 1]"
+    export_dglke(old, str(out), first)
+    export_dglke(new, str(out), second)
+    back = import_dglke(str(out), str(out))
+    np.testing.assert_array_equal(back.entity, new.entity)
+    np.testing.assert_array_equal(back.relation, new.relation)
+
+
 def test_cli_import_then_eval_and_clear_errors(tmp_path, capsys):
     save, data = make_dglke_dir(tmp_path, "DistMult")
     out = tmp_path / "model"
