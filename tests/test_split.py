@@ -36,6 +36,22 @@ def test_split_keeps_every_valid_and_test_name_in_train(tmp_path, monkeypatch):
     assert (again / "test.txt").read_text() == (out / "test.txt").read_text()  # same seed, same split
 
 
+def test_a_repeated_triple_stays_in_one_split(tmp_path):
+    """A line that occurs twice must not land in train and in test: the test triple would be a
+    training fact, its rank a memory."""
+    src = tmp_path / "all.tsv"
+    lines = write_graph(src, n=1000)
+    lines = lines + lines[:400]  # 400 triples repeated
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "split"
+    assert main(["split", str(src), "--seed", "1", "--out", str(out)]) == 0
+    parts = {s: (out / f"{s}.txt").read_text().splitlines() for s in ("train", "valid", "test")}
+    assert sorted(parts["train"] + parts["valid"] + parts["test"]) == sorted(lines)
+    assert not set(parts["train"]) & set(parts["valid"] + parts["test"])
+    assert not set(parts["valid"]) & set(parts["test"])
+    assert len(parts["valid"]) > 50 and len(parts["test"]) > 50
+
+
 @pytest.mark.parametrize("ratios", ["0.8,0.1", "0.9,0.1,0.1", "0,0.5,0.5", "a,b,c"])
 def test_bad_ratios_are_one_line(ratios, tmp_path, capsys):
     src = tmp_path / "all.tsv"
