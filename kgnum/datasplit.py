@@ -34,7 +34,7 @@ def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]
     ``delimiter``: as the loaders' (tab, space for any run of whitespace, comma, one character)."""
     sep = _delimiter(delimiter)
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             text = f.read()
     except FileNotFoundError:
         raise KGDataError(f"{path}: no such file") from None
@@ -43,7 +43,7 @@ def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]
     except UnicodeDecodeError as e:
         raise KGDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # as the loaders: a name may hold \f, U+2028, ...
         line = line.strip("\r\n")
         if not line.strip():
             continue

@@ -68,6 +68,25 @@ def test_bad_line_names_file_and_line(tmp_path, capsys):
     assert f"{src}:2" in capsys.readouterr().err
 
 
+def test_lines_end_at_newlines_only_as_in_the_loaders(tmp_path, capsys, monkeypatch):
+    """Names may hold the other characters str.splitlines breaks at (form feed, U+2028, ...): the
+    loaders keep them, so split does, and an error's line number is the file's."""
+    names = ["Page\x0cbreak", "first\u2028second", "group\x1dsep", "next\x85line", "carriage\rreturn"]
+    lines = write_graph(tmp_path / "plain.tsv", n=400)
+    lines[1:1 + len(names)] = [f"{n}\tr0\te1" for n in names]
+    src = tmp_path / "all.tsv"
+    src.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    direct = kgnum.data.load_files(str(src))
+    out = tmp_path / "split"
+    assert main(["split", str(src), "--out", str(out)]) == 0
+    kg = kgnum.load_dataset(str(out))
+    assert set(kg.entity_names) == set(direct.entity_names) >= set(names)
+    src.write_text("\n".join(lines[:6] + ["a\tr0"] + lines[6:]) + "\n")
+    assert main(["split", str(src), "--out", str(tmp_path / "o")]) == 2
+    assert f"{src}:7:" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name, sep", [("comma", ","), ("space", "  "), (";", ";")])
 def test_delimiter_names_are_the_loaders(name, sep, tmp_path, monkeypatch):
     """--delimiter takes the names kgnum train takes; the splits come out tab-separated and load."""
