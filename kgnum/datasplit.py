@@ -51,7 +51,12 @@ def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]
         if len(parts) != 3 or not all(p.strip() for p in parts):
             raise KGDataError(f"{path}:{n}: expected 3 fields separated by "
                               f"{'whitespace' if sep is None else repr(sep)}, got {len(parts)}")
-        rows.append(tuple(p.strip() for p in parts))
+        row = tuple(p.strip() for p in parts)
+        tabbed = next((p for p in row if "\t" in p), None)
+        if tabbed is not None:
+            raise KGDataError(f"{path}:{n}: the name {tabbed[:120]!r} holds a tab; the splits are written "
+                              f"tab-separated, so it would read back as two fields")
+        rows.append(row)
     if not rows:
         raise KGDataError(f"{path}: no triples")
     return rows

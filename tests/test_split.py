@@ -101,6 +101,15 @@ def test_delimiter_names_are_the_loaders(name, sep, tmp_path, monkeypatch):
     assert kgnum.load_dataset(str(out)).train.shape[0] > 0
 
 
+def test_a_name_with_a_tab_is_refused_naming_file_and_line(tmp_path, capsys):
+    """With --delimiter comma a name may hold a tab; written tab-separated it would split in two."""
+    src = tmp_path / "all.csv"
+    src.write_text("a,r,b\nb,r,c\nNew\tYork,r,a\n")
+    assert main(["split", str(src), "--delimiter", "comma", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{src}:3:" in err and "tab" in err
+
+
 def test_a_bad_delimiter_is_one_line(tmp_path, capsys):
     src = tmp_path / "all.tsv"
     write_graph(src, n=50)
