@@ -16,8 +16,8 @@ when ``-de`` doubles it):
   (DGL-KE clips it to [-20, 20]).
 * RotatE: DGL-KE stores relation values v and rotates by the phase
   v * pi / ((gamma + 2) / hidden_dim); kgnum stores the phase itself.
-* RESCAL: DGL-KE scores t^T M h with M row-major (relation_dim x entity_dim);
-  kgnum scores h^T M t: each matrix is transposed.
+* RESCAL: both score h^T M t with M row-major (relation_dim x entity_dim), as
+  DGL-KE's edge_func and infer (dglke_score, dglke_predict) do: same rows.
 * TransR: not imported; DGL-KE keeps its projections in a separate table and
   scores with its own norm, which kgnum's TransR does not reproduce.
 """
@@ -90,10 +90,6 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
     hidden = int(cfg.get("hidden_dim", entity.shape[1]))
     if model == "RotatE":
         relation = relation * np.float32(_rotate_scale(gamma, hidden))
-    elif model == "RESCAL":
-        n, k = relation.shape
-        rel_dim = k // entity.shape[1]
-        relation = relation.reshape(n, rel_dim, entity.shape[1]).transpose(0, 2, 1).reshape(n, -1)
     sf = get_model(model)
     dim = entity.shape[1]
     if sf.relation_dim(dim) != relation.shape[1]:
@@ -125,9 +121,6 @@ def export_dglke(emb: Embeddings, out: str, dataset: str = "kgnum") -> str:
     relation = emb.relation
     if model == "RotatE":
         relation = relation / np.float32(_rotate_scale(emb.gamma, hidden))
-    elif model == "RESCAL":
-        n, d = relation.shape[0], emb.dim
-        relation = relation.reshape(n, d, d).transpose(0, 2, 1).reshape(n, -1)
     os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, f"{dataset}_{name}_entity.npy"), emb.entity)
     np.save(os.path.join(out, f"{dataset}_{name}_relation.npy"), np.ascontiguousarray(relation, np.float32))

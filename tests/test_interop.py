@@ -33,8 +33,8 @@ def dglke_score(model, h, r, t):
         re = hr * np.cos(phase) - hi * np.sin(phase) - tr
         im = hr * np.sin(phase) + hi * np.cos(phase) - ti
         return GAMMA - np.sum(np.sqrt(re ** 2 + im ** 2))
-    if model == "RESCAL":
-        return float(t @ (r.reshape(HIDDEN, HIDDEN) @ h))
+    if model == "RESCAL":  # edge_func and infer (dglke_score, dglke_predict): h . (M t), M row-major
+        return float(h @ (r.reshape(HIDDEN, HIDDEN) @ t))
     if model == "SimplE":
         hi, hj = np.split(h, 2)
         ti, tj = np.split(t, 2)
