@@ -4,7 +4,7 @@ A DGL-KE save directory holds ``config.json`` (its training arguments: model_nam
 hidden_dim, gamma, double_ent, ...) and ``<dataset>_<model>_entity.npy`` /
 ``<dataset>_<model>_relation.npy``; the names of the rows are in the dataset's
 ``entities.dict`` / ``relations.dict`` (built-in datasets) or ``entities.tsv`` /
-``relations.tsv`` (user data), lines ``id<TAB>name``.
+``relations.tsv`` (user data), lines ``id<TAB>name``; config.json names the ones the run used.
 
 How DGL-KE's models map onto kgnum's score functions (kgnum's ``dim`` counts the
 real floats of an entity row, DGL-KE's ``hidden_dim`` the complex or split halves
@@ -45,11 +45,13 @@ def _rotate_scale(gamma: float, hidden_dim: int) -> float:
     return math.pi / ((gamma + 2.0) / hidden_dim)
 
 
-def _read_map(folder: str, kind: str, what: str) -> list[str]:
-    """Row names from the dataset's ``<kind>.dict`` or ``<kind>.tsv`` (lines ``id<TAB>name``)."""
-    for name in (f"{kind}.dict", f"{kind}.tsv"):
+def _read_map(folder: str, kind: str, what: str, configured=None) -> list[str]:
+    """Row names from the map file config.json names (``configured``, relative to ``folder``),
+    else the dataset's ``<kind>.dict`` or ``<kind>.tsv`` (lines ``id<TAB>name``)."""
+    names = [configured] if isinstance(configured, str) and configured else []
+    for name in (*names, f"{kind}.dict", f"{kind}.tsv"):
         path = os.path.join(folder, name)
-        if os.path.exists(path):
+        if os.path.isfile(path):
             return _read_dict(path, what)
     raise KGDataError(f"--data-path {folder}: no {kind}.dict or {kind}.tsv (id<TAB>name lines)")
 
@@ -95,7 +97,10 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
     if sf.relation_dim(dim) != relation.shape[1]:
         raise KGDataError(f"{save_dir}: {model} with entity rows of {dim} floats needs relation rows of "
                           f"{sf.relation_dim(dim)}, the file has {relation.shape[1]}")
-    entities, relations = _read_map(data_path, "entities", "entity"), _read_map(data_path, "relations", "relation")
+    # the map files the run used: a raw_udd_* run writes entities.tsv beside a download's entities.dict,
+    # numbered otherwise (DGL-KE's save_model spells the entity key "emp_file")
+    entities = _read_map(data_path, "entities", "entity", cfg.get("emap_file") or cfg.get("emp_file"))
+    relations = _read_map(data_path, "relations", "relation", cfg.get("rmap_file"))
     if len(entities) != entity.shape[0] or len(relations) != relation.shape[0]:
         raise KGDataError(f"--data-path {data_path}: {len(entities)} entities / {len(relations)} relations named, "
                           f"the model has {entity.shape[0]} / {relation.shape[0]} rows")

@@ -110,6 +110,24 @@ def test_import_reads_the_tables_config_json_names(small_kg, tmp_path, first, se
     np.testing.assert_array_equal(back.relation, new.relation)
 
 
+def test_import_names_rows_from_the_map_files_config_json_names(tmp_path):
+    """A dataset folder may hold entities.dict (the download's ids) and entities.tsv (written by a
+    raw_udd_* run, ids in order of first appearance): the rows follow the one the run used."""
+    save, data = make_dglke_dir(tmp_path, "DistMult")
+    rng = np.random.default_rng(7)
+    order = rng.permutation(N_E)  # the run's ids: another numbering of the same names
+    (data / "entities.tsv").write_text("".join(f"{i}\t/m/e{j}\n" for i, j in enumerate(order)))
+    (data / "relations.tsv").write_text("".join(f"{i}\t/r/{j}\n" for i, j in enumerate([2, 0, 1])))
+    cfg = json.loads((save / "config.json").read_text())
+    # DGL-KE's save_model writes the entity map under "emp_file"
+    (save / "config.json").write_text(json.dumps({**cfg, "emp_file": "entities.tsv", "rmap_file": "relations.tsv"}))
+    emb = import_dglke(str(save), str(data))
+    assert list(emb.entity_names) == [f"/m/e{j}" for j in order]
+    assert list(emb.relation_names) == ["/r/2", "/r/0", "/r/1"]
+    (save / "config.json").write_text(json.dumps({**cfg, "emap_file": "entities.tsv", "rmap_file": "relations.tsv"}))
+    assert list(import_dglke(str(save), str(data)).entity_names) == [f"/m/e{j}" for j in order]
+
+
 def test_cli_import_then_eval_and_clear_errors(tmp_path, capsys):
     save, data = make_dglke_dir(tmp_path, "DistMult")
     out = tmp_path / "model"
