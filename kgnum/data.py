@@ -361,7 +361,7 @@ def load_files(train, valid=None, test=None, *, format: str | None = None, delim
             file's folder. Ignored by the string formats.
         name: the graph's name; default the train file's folder name.
         cache_dir: as in :func:`load_dataset`; the cache entry is keyed by every file's path,
-            size and mtime and every option above.
+            size, mtime, inode and ctime and every option above.
 
     Returns:
         KnowledgeGraph (``source``: the train file's folder).
@@ -506,7 +506,8 @@ def _load_cached(files: dict[str, str], name: str, source: str, spec: _Spec, ide
     """Parse ``files`` ({role: path}; valid/test may be absent) or take the graph from the cache.
 
     ``ident`` names the source (a folder, or every file's path); with ``spec.ident()`` it
-    selects the cache entry, and the files' sizes and mtimes decide whether it is current.
+    selects the cache entry, and the files' sizes, mtimes, inodes and ctimes decide whether it
+    is current.
     """
     root = _cache_root(cache_dir)
     entry_id, key = _cache_keys({**ident, **spec.ident()}, files)
@@ -890,7 +891,9 @@ def _cache_root(cache_dir: str | None) -> str:
 
 def _cache_keys(ident: dict, files: dict[str, str]) -> tuple[str, str]:
     """(entry id, content key): the entry is per ``ident`` (the source and every reading
-    option), the key adds the files' names, sizes and mtimes."""
+    option), the key adds the files' names, sizes, mtimes, inodes and ctimes (a file replaced
+    by another of the same size, its mtime carried over by ``mv``, ``cp -p`` or an unpacked
+    archive, still gets a new inode or ctime, which no tool sets back)."""
     entry_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     stats = {}
     for role, path in sorted(files.items()):
@@ -900,7 +903,7 @@ def _cache_keys(ident: dict, files: dict[str, str]) -> tuple[str, str]:
             raise KGDataError(f"{path}: file not found") from None
         except OSError as exc:
             raise KGDataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        stats[role] = [os.path.basename(path), st.st_size, st.st_mtime_ns]
+        stats[role] = [os.path.basename(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
     full = dict(ident, stats=stats, version=_CACHE_VERSION)
     return entry_id, hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()
 

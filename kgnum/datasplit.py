@@ -1,8 +1,9 @@
 """``kgnum split``: one file of triples into train / valid / test, every valid/test name seen in train.
 
-    lines -> shuffle (seed) -> a covering set to train first: each triple that brings an entity or
-    relation not yet in train goes there -> valid and test take their shares from the rest ->
-    train.txt, valid.txt, test.txt (head<TAB>relation<TAB>tail, the input's order of columns kept)
+    lines -> distinct triples -> shuffle (seed) -> a covering set to train first: each triple that
+    brings an entity or relation not yet in train goes there -> valid and test take their shares
+    from the rest -> train.txt, valid.txt, test.txt (head<TAB>relation<TAB>tail, the input's order
+    of columns kept; a repeated line goes, every copy, to its triple's split)
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]
     ``delimiter``: as the loaders' (tab, space for any run of whitespace, comma, one character)."""
     sep = _delimiter(delimiter)
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             text = f.read()
     except FileNotFoundError:
         raise KGDataError(f"{path}: no such file") from None
@@ -42,7 +43,7 @@ def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]
     except UnicodeDecodeError as e:
         raise KGDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # as the loaders: a name may hold \f, U+2028, ...
         line = line.strip("\r\n")
         if not line.strip():
             continue
@@ -50,34 +51,50 @@ def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]
         if len(parts) != 3 or not all(p.strip() for p in parts):
             raise KGDataError(f"{path}:{n}: expected 3 fields separated by "
                               f"{'whitespace' if sep is None else repr(sep)}, got {len(parts)}")
-        rows.append(tuple(p.strip() for p in parts))
+        row = tuple(p.strip() for p in parts)
+        tabbed = next((p for p in row if "\t" in p), None)
+        if tabbed is not None:
+            raise KGDataError(f"{path}:{n}: the name {tabbed[:120]!r} holds a tab; the splits are written "
+                              f"tab-separated, so it would read back as two fields")
+        rows.append(row)
     if not rows:
         raise KGDataError(f"{path}: no triples")
     return rows
 
 
 def split_triples(rows: list, ratios: tuple, seed: int) -> dict[str, list]:
-    """{"train", "valid", "test"}: lists of rows; every entity and relation of valid/test is in train."""
-    order = np.random.default_rng(seed).permutation(len(rows))
+    """{"train", "valid", "test"}: lists of rows; every entity and relation of valid/test is in train.
+    The shares are of distinct triples; every copy of a repeated triple goes to the same split."""
+    copies: dict[tuple, list[int]] = {}  # triple -> its rows, in order of first appearance
+    for i, row in enumerate(rows):
+        copies.setdefault(row, []).append(i)
+    if len(copies) < len(rows):
+        log.info("%d lines repeat an earlier triple; each copy goes to the split of its first",
+                 len(rows) - len(copies))
+    distinct = list(copies)
+    order = np.random.default_rng(seed).permutation(len(distinct))
     seen_e: set = set()
     seen_r: set = set()
     forced, pool = [], []
     for i in order:
-        h, r, t = rows[i]
+        h, r, t = distinct[i]
         if h not in seen_e or t not in seen_e or r not in seen_r:
             forced.append(i)
             seen_e.update((h, t))
             seen_r.add(r)
         else:
             pool.append(i)
-    n_valid = min(len(pool), int(round(ratios[1] * len(rows))))
-    n_test = min(len(pool) - n_valid, int(round(ratios[2] * len(rows))))
-    if n_valid + n_test < int(round((ratios[1] + ratios[2]) * len(rows))):
+    n_valid = min(len(pool), int(round(ratios[1] * len(distinct))))
+    n_test = min(len(pool) - n_valid, int(round(ratios[2] * len(distinct))))
+    if n_valid + n_test < int(round((ratios[1] + ratios[2]) * len(distinct))):
         log.warning("only %d triples can leave train without taking an entity or relation with them: "
                     "valid %d, test %d", len(pool), n_valid, n_test)
     valid, test, rest = pool[:n_valid], pool[n_valid:n_valid + n_test], pool[n_valid + n_test:]
-    return {"train": [rows[i] for i in sorted(forced + rest)], "valid": [rows[i] for i in sorted(valid)],
-            "test": [rows[i] for i in sorted(test)]}
+
+    def lines(part):  # the rows of every copy of the part's triples, in the file's order
+        return [rows[i] for i in sorted(i for k in part for i in copies[distinct[k]])]
+
+    return {"train": lines(forced + rest), "valid": lines(valid), "test": lines(test)}
 
 
 def split_file(path: str, ratios: str, seed: int, out: str, delimiter: str = "tab") -> dict:

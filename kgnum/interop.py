@@ -4,7 +4,7 @@ A DGL-KE save directory holds ``config.json`` (its training arguments: model_nam
 hidden_dim, gamma, double_ent, ...) and ``<dataset>_<model>_entity.npy`` /
 ``<dataset>_<model>_relation.npy``; the names of the rows are in the dataset's
 ``entities.dict`` / ``relations.dict`` (built-in datasets) or ``entities.tsv`` /
-``relations.tsv`` (user data), lines ``id<TAB>name``.
+``relations.tsv`` (user data), lines ``id<TAB>name``; config.json names the ones the run used.
 
 How DGL-KE's models map onto kgnum's score functions (kgnum's ``dim`` counts the
 real floats of an entity row, DGL-KE's ``hidden_dim`` the complex or split halves
@@ -16,8 +16,8 @@ when ``-de`` doubles it):
   (DGL-KE clips it to [-20, 20]).
 * RotatE: DGL-KE stores relation values v and rotates by the phase
   v * pi / ((gamma + 2) / hidden_dim); kgnum stores the phase itself.
-* RESCAL: DGL-KE scores t^T M h with M row-major (relation_dim x entity_dim);
-  kgnum scores h^T M t: each matrix is transposed.
+* RESCAL: both score h^T M t with M row-major (relation_dim x entity_dim), as
+  DGL-KE's edge_func and infer (dglke_score, dglke_predict) do: same rows.
 * TransR: not imported; DGL-KE keeps its projections in a separate table and
   scores with its own norm, which kgnum's TransR does not reproduce.
 """
@@ -45,11 +45,13 @@ def _rotate_scale(gamma: float, hidden_dim: int) -> float:
     return math.pi / ((gamma + 2.0) / hidden_dim)
 
 
-def _read_map(folder: str, kind: str, what: str) -> list[str]:
-    """Row names from the dataset's ``<kind>.dict`` or ``<kind>.tsv`` (lines ``id<TAB>name``)."""
-    for name in (f"{kind}.dict", f"{kind}.tsv"):
+def _read_map(folder: str, kind: str, what: str, configured=None) -> list[str]:
+    """Row names from the map file config.json names (``configured``, relative to ``folder``),
+    else the dataset's ``<kind>.dict`` or ``<kind>.tsv`` (lines ``id<TAB>name``)."""
+    names = [configured] if isinstance(configured, str) and configured else []
+    for name in (*names, f"{kind}.dict", f"{kind}.tsv"):
         path = os.path.join(folder, name)
-        if os.path.exists(path):
+        if os.path.isfile(path):
             return _read_dict(path, what)
     raise KGDataError(f"--data-path {folder}: no {kind}.dict or {kind}.tsv (id<TAB>name lines)")
 
@@ -71,27 +73,34 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
         raise KGDataError(f"{save_dir}/config.json: model_name {dglke_model!r} has no kgnum counterpart; "
                           f"supported: {', '.join(sorted(set(_NAMES.values())))}")
     tables = {}
+    folder = glob.escape(save_dir)
     for kind in ("entity", "relation"):
-        found = sorted(glob.glob(os.path.join(save_dir, f"*_{dglke_model}_{kind}.npy"))) or \
-            sorted(glob.glob(os.path.join(save_dir, f"*_{kind}.npy")))
+        # DGL-KE reads <dataset>_<model>_<kind>.npy, the dataset named by config.json; a folder
+        # may hold the tables of other datasets too (exported into twice)
+        named = os.path.join(save_dir, f"{cfg.get('dataset')}_{dglke_model}_{kind}.npy")
+        found = [named] if "dataset" in cfg and os.path.isfile(named) else \
+            sorted(glob.glob(os.path.join(folder, f"*_{dglke_model}_{kind}.npy"))) or \
+            sorted(glob.glob(os.path.join(folder, f"*_{kind}.npy")))
         if not found:
             raise KGDataError(f"{save_dir}: no <dataset>_{dglke_model}_{kind}.npy")
+        if len(found) > 1:
+            raise KGDataError(f"{save_dir}: {len(found)} {kind} tables ({', '.join(map(os.path.basename, found))}) "
+                              f"and no config.json dataset naming one")
         tables[kind] = np.load(found[0]).astype(np.float32)
     entity, relation = tables["entity"], tables["relation"]
     gamma = float(cfg.get("gamma", 12.0))
     hidden = int(cfg.get("hidden_dim", entity.shape[1]))
     if model == "RotatE":
         relation = relation * np.float32(_rotate_scale(gamma, hidden))
-    elif model == "RESCAL":
-        n, k = relation.shape
-        rel_dim = k // entity.shape[1]
-        relation = relation.reshape(n, rel_dim, entity.shape[1]).transpose(0, 2, 1).reshape(n, -1)
     sf = get_model(model)
     dim = entity.shape[1]
     if sf.relation_dim(dim) != relation.shape[1]:
         raise KGDataError(f"{save_dir}: {model} with entity rows of {dim} floats needs relation rows of "
                           f"{sf.relation_dim(dim)}, the file has {relation.shape[1]}")
-    entities, relations = _read_map(data_path, "entities", "entity"), _read_map(data_path, "relations", "relation")
+    # the map files the run used: a raw_udd_* run writes entities.tsv beside a download's entities.dict,
+    # numbered otherwise (DGL-KE's save_model spells the entity key "emp_file")
+    entities = _read_map(data_path, "entities", "entity", cfg.get("emap_file") or cfg.get("emp_file"))
+    relations = _read_map(data_path, "relations", "relation", cfg.get("rmap_file"))
     if len(entities) != entity.shape[0] or len(relations) != relation.shape[0]:
         raise KGDataError(f"--data-path {data_path}: {len(entities)} entities / {len(relations)} relations named, "
                           f"the model has {entity.shape[0]} / {relation.shape[0]} rows")
@@ -117,9 +126,6 @@ def export_dglke(emb: Embeddings, out: str, dataset: str = "kgnum") -> str:
     relation = emb.relation
     if model == "RotatE":
         relation = relation / np.float32(_rotate_scale(emb.gamma, hidden))
-    elif model == "RESCAL":
-        n, d = relation.shape[0], emb.dim
-        relation = relation.reshape(n, d, d).transpose(0, 2, 1).reshape(n, -1)
     os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, f"{dataset}_{name}_entity.npy"), emb.entity)
     np.save(os.path.join(out, f"{dataset}_{name}_relation.npy"), np.ascontiguousarray(relation, np.float32))

@@ -323,6 +323,25 @@ def test_edited_file_invalidates_cache(small, cache):
     assert len(glob.glob(os.path.join(cache, "parsed", "*", "meta.json"))) == 1
 
 
+@pytest.mark.parametrize("how", ["renamed_over", "rewritten_in_place"])
+def test_file_of_the_same_size_and_mtime_invalidates_cache(small, cache, how):
+    """A train file swapped for another of the same length whose mtime was carried over
+    (``mv``, ``cp -p``, ``rsync -a``, an unpacked archive) is not the cached graph."""
+    path = os.path.join(small, "train.txt")
+    assert as_strings(load_dataset(small, cache_dir=cache), "train") == TRAIN
+    st = os.stat(path)
+    edited = [(h, "likes" if r == "knows" else "knows", t) for h, r, t in TRAIN]  # same length
+    if how == "renamed_over":
+        other = write_split_files(os.path.join(small, "..", "other"), {"train": edited})
+        os.utime(os.path.join(other, "train.txt"), ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(os.path.join(other, "train.txt"), path)
+    else:
+        write_split_files(small, {"train": edited})
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert as_strings(load_dataset(small, cache_dir=cache), "train") == edited
+
+
 @pytest.mark.parametrize("damage", ["truncate_npy", "garbage_meta", "delete_vocab", "bad_ids"])
 def test_corrupt_cache_is_rebuilt(small, cache, damage):
     load_dataset(small, cache_dir=cache)

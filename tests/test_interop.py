@@ -33,8 +33,8 @@ def dglke_score(model, h, r, t):
         re = hr * np.cos(phase) - hi * np.sin(phase) - tr
         im = hr * np.sin(phase) + hi * np.cos(phase) - ti
         return GAMMA - np.sum(np.sqrt(re ** 2 + im ** 2))
-    if model == "RESCAL":
-        return float(t @ (r.reshape(HIDDEN, HIDDEN) @ h))
+    if model == "RESCAL":  # edge_func and infer (dglke_score, dglke_predict): h . (M t), M row-major
+        return float(h @ (r.reshape(HIDDEN, HIDDEN) @ t))
     if model == "SimplE":
         hi, hj = np.split(h, 2)
         ti, tj = np.split(t, 2)
@@ -94,6 +94,38 @@ def test_export_then_import_gives_back_the_same_model(small_kg, tmp_path, model)
     np.testing.assert_allclose(back.relation, emb.relation, rtol=1e-5, atol=1e-6)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_name"] == model and cfg["hidden_dim"] == (4 if model in ("RotatE", "ComplEx") else 8)
+
+
+@pytest.mark.parametrize("first, second", [("b", "a"), ("a", "b")])
+def test_import_reads_the_tables_config_json_names(small_kg, tmp_path, first, second):
+    """A folder exported into twice (--dataset-name changed) holds two sets of tables; the ones
+    config.json's dataset names are the model, as DGL-KE reads them."""
+    old = kgnum.train(small_kg, "DistMult", max_steps=5, dim=8, workers=1, progress=False, seed=1)
+    new = kgnum.train(small_kg, "DistMult", max_steps=5, dim=8, workers=1, progress=False, seed=2)
+    out = tmp_path / "dglke [run 1]"
+    export_dglke(old, str(out), first)
+    export_dglke(new, str(out), second)
+    back = import_dglke(str(out), str(out))
+    np.testing.assert_array_equal(back.entity, new.entity)
+    np.testing.assert_array_equal(back.relation, new.relation)
+
+
+def test_import_names_rows_from_the_map_files_config_json_names(tmp_path):
+    """A dataset folder may hold entities.dict (the download's ids) and entities.tsv (written by a
+    raw_udd_* run, ids in order of first appearance): the rows follow the one the run used."""
+    save, data = make_dglke_dir(tmp_path, "DistMult")
+    rng = np.random.default_rng(7)
+    order = rng.permutation(N_E)  # the run's ids: another numbering of the same names
+    (data / "entities.tsv").write_text("".join(f"{i}\t/m/e{j}\n" for i, j in enumerate(order)))
+    (data / "relations.tsv").write_text("".join(f"{i}\t/r/{j}\n" for i, j in enumerate([2, 0, 1])))
+    cfg = json.loads((save / "config.json").read_text())
+    # DGL-KE's save_model writes the entity map under "emp_file"
+    (save / "config.json").write_text(json.dumps({**cfg, "emp_file": "entities.tsv", "rmap_file": "relations.tsv"}))
+    emb = import_dglke(str(save), str(data))
+    assert list(emb.entity_names) == [f"/m/e{j}" for j in order]
+    assert list(emb.relation_names) == ["/r/2", "/r/0", "/r/1"]
+    (save / "config.json").write_text(json.dumps({**cfg, "emap_file": "entities.tsv", "rmap_file": "relations.tsv"}))
+    assert list(import_dglke(str(save), str(data)).entity_names) == [f"/m/e{j}" for j in order]
 
 
 def test_cli_import_then_eval_and_clear_errors(tmp_path, capsys):
