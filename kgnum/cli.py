@@ -756,8 +756,8 @@ def cmd_predict(args) -> int:
             rows = emb.predict_tail(anchor, rel, k, exclude=exclude)
         else:
             rows = emb.predict_head(rel, anchor, k, exclude=exclude)
-        known = set()
-        if exclude is None and emb.known_triples is not None:
+        known = set()  # --exclude-mode none or train: the known answers shown are marked
+        if exclude != "all" and emb.known_triples is not None:
             ids = emb.known_answers([anchor], [rel], side == "tail", ("train", "valid", "test"))[0]
             known = {str(emb.entity_names[i]) for i in ids}
         for name, score in rows:
