@@ -706,7 +706,7 @@ def _keys_to_ids(numbered, where: str, kind: str, emb, as_ids: bool):
 def _read_inputs(path: str, flag: str, kind: str, emb, as_ids: bool):
     """Row ids of a file of one name (or row id) per line; blank lines are skipped."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte order mark is not part of the first name
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise FileNotFoundError(f"{flag} {path}: no such file") from None

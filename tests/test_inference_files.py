@@ -293,6 +293,15 @@ def test_npy_export_is_the_saved_model(model, tmp_path):
     assert (out / "entities.tsv").exists() and (out / "relations.tsv").exists()
 
 
+def test_an_input_file_saved_with_a_byte_order_mark_reads_as_without(model, tmp_path, capsys):
+    path, _ = model
+    plain = lines(tmp_path, "h", HEADS)
+    marked = tmp_path / "h_bom"
+    marked.write_bytes(b"\xef\xbb\xbf" + open(plain, "rb").read())  # as Windows editors save UTF-8
+    args = ["predict", "--load", path, "--relation", "r0", "--head-file"]
+    assert run_tsv(capsys, *args, str(marked)) == run_tsv(capsys, *args, plain)
+
+
 def test_bad_inputs_are_one_line_errors_naming_file_and_line(model, tmp_path, capsys):
     path, _ = model
     rel = lines(tmp_path, "r", ["r0"])
