@@ -647,8 +647,11 @@ def cmd_eval(args) -> int:
     emb = kgnum.load(args.load)
     if args.view:
         emb = emb.view(args.view)
-    kg = _load_kg(args)
     excluded = [r for r in (args.exclude_relations or "").split(",") if r]
+    unknown = [r for r in excluded if r not in set(map(str, emb.relation_names))]
+    if unknown:  # before the graph is read; the graph's relations are matched to the model's
+        raise ValueError(f"--exclude-relations: unknown relation {unknown[0]!r} (the model has no such relation)")
+    kg = _load_kg(args)
     metrics = kgnum.evaluate(emb, kg, args.split, exclude_relations=excluded, per_relation=args.per_relation)
     _print_metrics(args.split, metrics)
     if args.per_relation:
