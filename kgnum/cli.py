@@ -647,8 +647,11 @@ def cmd_eval(args) -> int:
     emb = kgnum.load(args.load)
     if args.view:
         emb = emb.view(args.view)
-    kg = _load_kg(args)
     excluded = [r for r in (args.exclude_relations or "").split(",") if r]
+    unknown = [r for r in excluded if r not in set(map(str, emb.relation_names))]
+    if unknown:  # before the graph is read; the graph's relations are matched to the model's
+        raise ValueError(f"--exclude-relations: unknown relation {unknown[0]!r} (the model has no such relation)")
+    kg = _load_kg(args)
     metrics = kgnum.evaluate(emb, kg, args.split, exclude_relations=excluded, per_relation=args.per_relation)
     _print_metrics(args.split, metrics)
     if args.per_relation:
@@ -706,7 +709,7 @@ def _keys_to_ids(numbered, where: str, kind: str, emb, as_ids: bool):
 def _read_inputs(path: str, flag: str, kind: str, emb, as_ids: bool):
     """Row ids of a file of one name (or row id) per line; blank lines are skipped."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte order mark is not part of the first name
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise FileNotFoundError(f"{flag} {path}: no such file") from None
@@ -756,8 +759,8 @@ def cmd_predict(args) -> int:
             rows = emb.predict_tail(anchor, rel, k, exclude=exclude)
         else:
             rows = emb.predict_head(rel, anchor, k, exclude=exclude)
-        known = set()
-        if exclude is None and emb.known_triples is not None:
+        known = set()  # --exclude-mode none or train: the known answers shown are marked
+        if exclude != "all" and emb.known_triples is not None:
             ids = emb.known_answers([anchor], [rel], side == "tail", ("train", "valid", "test"))[0]
             known = {str(emb.entity_names[i]) for i in ids}
         for name, score in rows:

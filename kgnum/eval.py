@@ -424,6 +424,9 @@ def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, ba
     # Positional matching silently scores the wrong rows when the dataset numbers names differently.
     kg = kg.aligned_to(emb.entity_names, emb.relation_names)
     triples = without_relations(kg, kg.split(split), exclude_relations)
+    if triples.shape[0] == 0:
+        left_out = f" once those of {', '.join(exclude_relations)} are left out" if len(kg.split(split)) else ""
+        raise ValueError(f"no {split} triples to evaluate{left_out}")
     start = time.perf_counter()
     metrics = link_prediction_metrics(emb.score_candidates, triples, kg.all_triples(),
                                       kg.n_entities, kg.n_relations, batch_size=batch_size,

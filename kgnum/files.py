@@ -68,8 +68,15 @@ def atomic_directory(path: str, marker: str):
 
 def write_names(path: str, names) -> None:
     """``id<TAB>name`` lines, one per name in order (entities.tsv / relations.tsv)."""
-    with open(path, "w", encoding="utf-8") as f:
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.writelines(f"{i}\t{name}\n" for i, name in enumerate(names))
+
+
+def read_names(path: str) -> list[str]:
+    """The names of a file ``write_names`` wrote, in order. Lines end at "\\n" only (not at "\\r"
+    as well, Python's default): a name read from a data file may hold a "\\r"."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        return [line.rstrip("\n").split("\t", 1)[1] for line in f if line.strip()]
 
 
 @contextmanager

@@ -226,6 +226,8 @@ class Validator:
         if not self.enabled:
             return
         if cfg.valid_sample is not None and valid.shape[0] > cfg.valid_sample:
+            # drawn from the triples sorted, so the valid file's line order does not change the sample
+            valid = valid[np.lexsort((valid[:, 2], valid[:, 1], valid[:, 0]))]
             pick = np.random.default_rng(seed).choice(valid.shape[0], cfg.valid_sample, replace=False)
             valid = valid[np.sort(pick)]
         self.triples = valid

@@ -190,6 +190,17 @@ def small_model(tmp_path_factory):
     return model
 
 
+@pytest.mark.parametrize("flags, words", [
+    (["--exclude-relations", "r0,nope"], "--exclude-relations: unknown relation 'nope'"),
+    (["--exclude-relations", ",".join(f"r{i}" for i in range(20))], "no test triples to evaluate once those of r0, r1"),
+])
+def test_eval_relations_it_cannot_leave_out_are_one_line_naming_the_flag(flags, words, small_model, capsys):
+    capsys.readouterr()
+    assert main(["eval", "--load", str(small_model), "--dataset", "synthetic", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+
+
 def test_save_never_deletes_a_folder_that_is_not_a_model(tmp_path, capsys):
     """--save replaces its folder as a whole; a folder holding anything but a kgnum model is refused
     before training, and its files stay."""

@@ -156,6 +156,24 @@ def test_known_answers_marked_when_shown_and_left_out_otherwise(model, tmp_path,
     assert len(rows) == 200 - len(known)
 
 
+@pytest.mark.parametrize("side", ["head", "tail"])
+def test_one_query_marks_the_valid_and_test_answers_exclude_mode_train_shows(model, capsys, side):
+    path, emb = model
+    h, r, t = (int(x) for x in emb.known_triples["valid"][0])
+    # --head h asks for the tails of (h, r), --tail t for the heads of (r, t)
+    anchor, anchor_col, answer_col = (h, 0, 2) if side == "head" else (t, 2, 0)
+    answers = {s: {str(emb.entity_names[x[answer_col]]) for x in emb.known_triples[s].tolist()
+                   if (x[anchor_col], x[1]) == (anchor, r)} for s in ("train", "valid", "test")}
+    capsys.readouterr()
+    assert main(["predict", "--load", path, f"--{side}", str(emb.entity_names[anchor]), "--relation",
+                 str(emb.relation_names[r]), "--k", "200", "--exclude-mode", "train"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    shown = {line.split()[1]: line.endswith("(known)") for line in out}
+    held_out = (answers["valid"] | answers["test"]) - answers["train"]
+    assert held_out and not set(shown) & answers["train"]
+    assert {name for name, marked in shown.items() if marked} == held_out
+
+
 def test_output_file_holds_what_stdout_shows(model, tmp_path, capsys):
     path, _ = model
     args = ["predict", "--load", path, "--head-file", lines(tmp_path, "h", HEADS), "--relation", "r0"]
@@ -273,6 +291,15 @@ def test_npy_export_is_the_saved_model(model, tmp_path):
     np.testing.assert_array_equal(back.relation, emb.relation)
     assert list(back.entity_names) == list(emb.entity_names)
     assert (out / "entities.tsv").exists() and (out / "relations.tsv").exists()
+
+
+def test_an_input_file_saved_with_a_byte_order_mark_reads_as_without(model, tmp_path, capsys):
+    path, _ = model
+    plain = lines(tmp_path, "h", HEADS)
+    marked = tmp_path / "h_bom"
+    marked.write_bytes(b"\xef\xbb\xbf" + open(plain, "rb").read())  # as Windows editors save UTF-8
+    args = ["predict", "--load", path, "--relation", "r0", "--head-file"]
+    assert run_tsv(capsys, *args, str(marked)) == run_tsv(capsys, *args, plain)
 
 
 def test_bad_inputs_are_one_line_errors_naming_file_and_line(model, tmp_path, capsys):

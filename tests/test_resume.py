@@ -169,3 +169,18 @@ def test_a_worse_leg_keeps_the_earlier_best_tables(tmp_path, caplog):
     third = kgnum.train(other, "TransE_l2", init=kgnum.load(str(tmp_path / "a")), max_steps=40,
                         **{**opts, "lr": 50.0})
     assert third.train_stats["best_step"] > first.train_stats["steps"]
+
+
+def test_a_sampled_valid_set_is_the_same_whatever_the_order_of_its_lines(tmp_path):
+    """--valid-sample picks the same valid triples from a copy whose valid lines are in another
+    order, so a worse second leg on it still keeps the first leg's best tables."""
+    kg = kgnum.synthetic(n_entities=200, n_relations=5, n_train=4000, n_valid=200, n_test=200, seed=2)
+    opts = dict(dim=32, valid_every=20, valid_sample=100, workers=1, progress=False, seed=0)
+    first = kgnum.train(kg, "TransE_l2", max_steps=60, save=str(tmp_path / "a"), **opts)
+    order = np.random.default_rng(1).permutation(kg.valid.shape[0])
+    reordered = kgnum.KnowledgeGraph(kg.name, kg.train, kg.valid[order], kg.test, kg.entity_names,
+                                     kg.relation_names)
+    second = kgnum.train(reordered, "TransE_l2", init=kgnum.load(str(tmp_path / "a")), max_steps=40,
+                         **{**opts, "lr": 50.0})
+    assert second.train_stats["best_step"] == first.train_stats["best_step"]
+    np.testing.assert_array_equal(second.entity, first.entity)

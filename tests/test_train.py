@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import kgnum
+from kgnum.data import load_files
 from kgnum.embeddings import Embeddings
 
 FAST = dict(dim=32, neg=32, neg_chunk=32, batch=256, lr=0.1, gamma=6.0, adv=True, workers=1, progress=False)
@@ -178,6 +179,16 @@ def test_failed_save_keeps_last_good_checkpoint(small_kg, tmp_path, monkeypatch)
     monkeypatch.undo()
     assert np.array_equal(kgnum.load(path).entity, before)
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no half-written temporary left behind
+
+
+def test_names_with_a_carriage_return_or_other_line_breaks_inside_load_back(tmp_path):
+    (tmp_path / "train.txt").write_bytes("a\rb\tr\rs\tc\x85d\ne\u2028f\tr\rs\ta\rb\r\n".encode())
+    kg = load_files(str(tmp_path / "train.txt"))  # a data file may hold them within a field
+    assert sorted(kg.entity_names) == ["a\rb", "c\x85d", "e\u2028f"] and list(kg.relation_names) == ["r\rs"]
+    emb = Embeddings("TransE_l2", np.ones((3, 4)), np.ones((1, 4)), {}, kg.entity_names, kg.relation_names)
+    back = kgnum.load(emb.save(str(tmp_path / "model")))
+    assert list(back.entity_names) == list(kg.entity_names)
+    assert list(back.relation_names) == list(kg.relation_names)
 
 
 def test_load_missing_or_broken_model_is_clear(tmp_path):
