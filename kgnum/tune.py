@@ -16,13 +16,15 @@ every core. Optuna is an optional extra (``pip install 'kgnum[tune]'``).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass
 
-from .config import TrainConfig, available_cores
+from .config import TrainConfig, available_cores, default_gamma, model_default
 from .files import write_json
 from .kernels.registry import get_model
 from .kernels.score import PRODUCT_METRICS
@@ -65,19 +67,28 @@ def default_space(model: str) -> dict[str, Range]:
         "dim": Range(choices=(half, dim)),  # the model's default dim and half of it
     }
     if sf.metric in PRODUCT_METRICS:  # bilinear: gamma is the initial scale (gamma + 2) / dim
-        space["gamma"] = Range(d["gamma"] / 4, d["gamma"] * 2)
+        space["gamma"] = _initial_scale_range(sf, space["dim"].choices)
         space["reg_coef"] = Range(1e-7, 1e-4)
     else:  # a margin
         space["gamma"] = Range(d["gamma"] / 2, d["gamma"] * 2, log=False)
     return space
 
 
+def _initial_scale_range(sf, dims) -> Range:
+    """A bilinear model's gamma range: gamma sets the initial scale (gamma + 2) / dim, so the
+    range follows the dims searched (a quarter of the default at the smallest, twice it at the largest)."""
+    return Range(default_gamma(sf, min(dims)) / 4, default_gamma(sf, max(dims)) * 2)
+
+
 def parse_space(model: str, specs: list[str] | None) -> dict[str, Range]:
     """The default space with ``--space NAME=LOW:HIGH`` / ``NAME=A|B|C`` overrides applied."""
+    sf = get_model(model)
     space = default_space(model)
+    given = set()
     for spec in specs or []:
         name, sep, value = spec.partition("=")
         name = name.strip().replace("-", "_")
+        given.add(name)
         if not sep or not value:
             raise ValueError(f"--space {spec}: expected NAME=LOW:HIGH or NAME=A|B|C")
         if name not in SEARCHABLE:
@@ -98,16 +109,10 @@ def parse_space(model: str, specs: list[str] | None) -> dict[str, Range]:
         if not (0 < low < high) or not math.isfinite(high):
             raise ValueError(f"--space {spec}: needs 0 < LOW < HIGH")
         space[name] = Range(low, high, log=space.get(name, Range()).log if name in space else True)
-    if "dim" in space and get_model(model).even_dim and any(c % 2 for c in space["dim"].choices):
-        raise ValueError(f"--space dim: {get_model(model).name} needs even dims")
-    sf = get_model(model)
-    given = {spec.partition("=")[0].strip().replace("-", "_") for spec in specs or []}
-    if sf.metric in PRODUCT_METRICS and "gamma" in space and "gamma" not in given and "dim" in space:
-        # a bilinear model's gamma sets the initial scale (gamma + 2) / dim: its range follows the dims
-        from .config import default_gamma
-
-        dims = space["dim"].choices
-        space["gamma"] = Range(default_gamma(sf, min(dims)) / 4, default_gamma(sf, max(dims)) * 2)
+    if "dim" in space and sf.even_dim and any(c % 2 for c in space["dim"].choices):
+        raise ValueError(f"--space dim: {sf.name} needs even dims")
+    if sf.metric in PRODUCT_METRICS and "dim" in given and "gamma" not in given:
+        space["gamma"] = _initial_scale_range(sf, space["dim"].choices)
     return space
 
 
@@ -238,8 +243,6 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
 
 def _default(model: str, name: str):
     """The value a plain ``kgnum train`` would use for ``name``."""
-    from .config import model_default
-
     if TrainConfig.__dataclass_fields__[name].metadata.get("per_model"):
         return model_default(model, name)
     return getattr(TrainConfig, name)
@@ -248,8 +251,6 @@ def _default(model: str, name: str):
 def first_trial(model: str, search: dict[str, Range]) -> dict:
     """What a plain ``kgnum train`` would use, within the space: a bilinear model's default gamma
     follows its dim (config.default_gamma), so it is taken at the trial's dim."""
-    from .config import default_gamma
-
     values = {k: _clip(_default(model, k), r) for k, r in search.items()}
     if "gamma" in search:
         dim = values.get("dim", _default(model, "dim"))
@@ -258,8 +259,6 @@ def first_trial(model: str, search: dict[str, Range]) -> dict:
 
 
 def _space_key(search: dict[str, Range]) -> str:
-    import hashlib
-
     text = ";".join(f"{k}={r.describe()}" for k, r in sorted(search.items()))
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
@@ -270,8 +269,6 @@ def _earlier_trials(out: str, model: str, kg) -> list[dict]:
     path = os.path.join(out, "study.json")
     if not os.path.exists(path):
         return []
-    import json
-
     try:
         with open(path) as f:
             earlier = json.load(f)
