@@ -220,6 +220,11 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
         check_output_dir(save, "save=", "config.json")
     if kg.train.shape[0] == 0:
         raise ValueError("the training split is empty")
+    for name in [r for r in (cfg.eval_exclude_relations or "").split(",") if r]:  # before training, not at its end
+        try:
+            kg.relation_id(name)
+        except ValueError:
+            raise ValueError(f"--eval-exclude-relations {name}: no such relation in graph {kg.name!r}") from None
     graph = kg
     kg = training_graph(kg, cfg)
     augmented = kg is not graph  # attribute rows and twin relations, stripped from the saved model

@@ -239,3 +239,19 @@ def test_a_pinned_openblas_without_avx512_is_named_once_before_the_run(small_kg,
         said = [r.getMessage() for r in caplog.records if "OPENBLAS_CORETYPE" in r.getMessage()]
         assert len(said) == (1 if value else 0), said
         assert os.environ.get("OPENBLAS_CORETYPE") == value  # the variable stays the user's
+
+
+def test_a_misspelled_eval_exclude_relation_stops_the_run_before_it_trains(small_kg, monkeypatch):
+    """With validation off the names were first used by the evaluation after training: an hour's
+    run ended in the error. The run is refused before its engine starts."""
+    import sys
+
+    train_module = sys.modules["kgnum.train"]  # the module (kgnum.train is the function)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the run started training")
+
+    monkeypatch.setattr(train_module, "make_engine", no_training)
+    with pytest.raises(ValueError, match="--eval-exclude-relations r_typo: no such relation"):
+        kgnum.train(small_kg, "TransE_l2", max_steps=10, valid_every=0, eval_exclude_relations="r1,r_typo",
+                    progress=False)
