@@ -45,6 +45,25 @@ def _rotate_scale(gamma: float, hidden_dim: int) -> float:
     return math.pi / ((gamma + 2.0) / hidden_dim)
 
 
+def _shown(value) -> str:
+    """A config.json value as JSON spells it (containers by kind)."""
+    return {dict: "an object", list: "an array"}.get(type(value)) or json.dumps(value)
+
+
+def _config_number(cfg: dict, key: str, where: str, default, integer: bool = False):
+    """``cfg[key]`` (``default`` when absent) checked as DGL-KE writes it: a number, for
+    ``integer`` a positive whole one; KGDataError naming ``where`` (the config.json) and the key."""
+    if key not in cfg:
+        return default
+    value = cfg[key]
+    ok = isinstance(value, int) and value > 0 if integer else \
+        isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(value, bool) or not ok:
+        want = "a positive integer" if integer else "a number"
+        raise KGDataError(f"{where}: {key} must be {want}, got {_shown(value)}")
+    return value
+
+
 def _read_map(folder: str, kind: str, what: str, configured=None) -> list[str]:
     """Row names from the map file config.json names (``configured``, relative to ``folder``),
     else the dataset's ``<kind>.dict`` or ``<kind>.tsv`` (lines ``id<TAB>name``)."""
@@ -65,7 +84,17 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
         raise KGDataError(f"{save_dir}: no config.json; not a DGL-KE save directory") from None
     except json.JSONDecodeError as e:
         raise KGDataError(f"{save_dir}/config.json: not valid JSON ({e})") from None
-    dglke_model = str(cfg.get("model_name", ""))
+    where = f"{save_dir}/config.json"
+    if not isinstance(cfg, dict):
+        raise KGDataError(f"{where}: expected a JSON object of DGL-KE's training arguments, "
+                          f"got {_shown(cfg)}")
+    if "model_name" not in cfg:
+        raise KGDataError(f"{where}: no model_name (DGL-KE writes the model it trained there)")
+    dglke_model = cfg["model_name"]
+    if not isinstance(dglke_model, str):
+        raise KGDataError(f"{where}: model_name must be a string, got {_shown(dglke_model)}")
+    gamma = float(_config_number(cfg, "gamma", where, 12.0))  # DGL-KE's default gamma
+    hidden = _config_number(cfg, "hidden_dim", where, None, integer=True)
     if dglke_model.lower() == "transr":
         raise KGDataError("DGL-KE TransR cannot be imported: its projection table and norm differ from kgnum's TransR")
     model = _NAMES.get(dglke_model.lower())
@@ -88,8 +117,7 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
                               f"and no config.json dataset naming one")
         tables[kind] = np.load(found[0]).astype(np.float32)
     entity, relation = tables["entity"], tables["relation"]
-    gamma = float(cfg.get("gamma", 12.0))
-    hidden = int(cfg.get("hidden_dim", entity.shape[1]))
+    hidden = entity.shape[1] if hidden is None else hidden
     if model == "RotatE":
         relation = relation * np.float32(_rotate_scale(gamma, hidden))
     sf = get_model(model)

@@ -151,3 +151,25 @@ def test_models_dglke_cannot_score_are_not_exported(tmp_path, model):
     with pytest.raises(KGDataError, match=f"kgnum {model} cannot be exported to DGL-KE"):
         export_dglke(Embeddings(model, entity, relation, {"gamma": GAMMA}), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda cfg: [cfg], "config.json: expected a JSON object"),
+    (lambda cfg: {**cfg, "hidden_dim": None}, "config.json: hidden_dim"),
+    (lambda cfg: {**cfg, "hidden_dim": "four"}, "config.json: hidden_dim"),
+    (lambda cfg: {**cfg, "hidden_dim": 4.5}, "config.json: hidden_dim"),
+    (lambda cfg: {**cfg, "hidden_dim": True}, "config.json: hidden_dim"),
+    (lambda cfg: {**cfg, "gamma": "x"}, "config.json: gamma"),
+    (lambda cfg: {**cfg, "gamma": None}, "config.json: gamma"),
+    (lambda cfg: {k: v for k, v in cfg.items() if k != "model_name"}, "config.json: no model_name"),
+    (lambda cfg: {**cfg, "model_name": ["RotatE"]}, "config.json: model_name"),
+], ids=["list", "hidden_null", "hidden_string", "hidden_float", "hidden_bool", "gamma_string", "gamma_null",
+        "no_model_name", "model_name_list"])
+def test_malformed_config_json_is_one_line_naming_the_key(tmp_path, capsys, edit, words):
+    save, data = make_dglke_dir(tmp_path, "RotatE")
+    cfg = json.loads((save / "config.json").read_text())
+    (save / "config.json").write_text(json.dumps(edit(cfg)))
+    assert main(["import-dglke", str(save), "--data-path", str(data), "--out", str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "model").exists()
