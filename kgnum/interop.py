@@ -15,7 +15,8 @@ when ``-de`` doubles it):
 * SimplE: rows [head part | tail part], relation [r | r_inv] in both; same score
   (DGL-KE clips it to [-20, 20]).
 * RotatE: DGL-KE stores relation values v and rotates by the phase
-  v * pi / ((gamma + 2) / hidden_dim); kgnum stores the phase itself.
+  v * pi / ((gamma + 2) / hidden_dim), hidden_dim the width of its relation rows (entity rows
+  2 x hidden_dim); kgnum stores the phase itself.
 * RESCAL: both score h^T M t with M row-major (relation_dim x entity_dim), as
   DGL-KE's edge_func and infer (dglke_score, dglke_predict) do: same rows.
 * TransR: not imported; DGL-KE keeps its projections in a separate table and
@@ -117,14 +118,17 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
                               f"and no config.json dataset naming one")
         tables[kind] = np.load(found[0]).astype(np.float32)
     entity, relation = tables["entity"], tables["relation"]
-    hidden = entity.shape[1] if hidden is None else hidden
-    if model == "RotatE":
-        relation = relation * np.float32(_rotate_scale(gamma, hidden))
     sf = get_model(model)
     dim = entity.shape[1]
     if sf.relation_dim(dim) != relation.shape[1]:
         raise KGDataError(f"{save_dir}: {model} with entity rows of {dim} floats needs relation rows of "
                           f"{sf.relation_dim(dim)}, the file has {relation.shape[1]}")
+    if model == "RotatE":
+        # DGL-KE's RotatE relation rows are hidden_dim phases (entity rows 2 x hidden_dim, -de)
+        if hidden is not None and hidden != relation.shape[1]:
+            raise KGDataError(f"{where}: hidden_dim {hidden} contradicts the tables: RotatE's relation rows are "
+                              f"hidden_dim floats, the file's {relation.shape[1]}")
+        relation = relation * np.float32(_rotate_scale(gamma, relation.shape[1]))
     # the map files the run used: a raw_udd_* run writes entities.tsv beside a download's entities.dict,
     # numbered otherwise (DGL-KE's save_model spells the entity key "emp_file")
     entities = _read_map(data_path, "entities", "entity", cfg.get("emap_file") or cfg.get("emp_file"))

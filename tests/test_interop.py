@@ -173,3 +173,20 @@ def test_malformed_config_json_is_one_line_naming_the_key(tmp_path, capsys, edit
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
     assert not (tmp_path / "model").exists()
+
+
+def test_rotate_without_hidden_dim_takes_the_phase_scale_from_the_relation_rows(tmp_path):
+    """DGL-KE's RotatE relation rows are hidden_dim phases (entity rows 2 x hidden_dim): a config.json
+    without hidden_dim scores as DGL-KE would, and one whose hidden_dim the tables contradict is refused."""
+    save, data = make_dglke_dir(tmp_path, "RotatE")
+    cfg = json.loads((save / "config.json").read_text())
+    (save / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "hidden_dim"}))
+    emb = import_dglke(str(save), str(data))
+    E = np.load(save / "FB15k_RotatE_entity.npy").astype(np.float64)
+    R = np.load(save / "FB15k_RotatE_relation.npy").astype(np.float64)
+    for h, r, t in [(0, 0, 1), (5, 2, 7)]:
+        want = dglke_score("RotatE", E[h], R[r], E[t])
+        assert emb.score(f"/m/e{h}", f"/r/{r}", f"/m/e{t}")[0] == pytest.approx(want, rel=1e-4, abs=1e-4)
+    (save / "config.json").write_text(json.dumps({**cfg, "hidden_dim": 2 * HIDDEN}))
+    with pytest.raises(KGDataError, match=f"config.json: hidden_dim {2 * HIDDEN}"):
+        import_dglke(str(save), str(data))
