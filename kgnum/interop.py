@@ -4,7 +4,8 @@ A DGL-KE save directory holds ``config.json`` (its training arguments: model_nam
 hidden_dim, gamma, double_ent, ...) and ``<dataset>_<model>_entity.npy`` /
 ``<dataset>_<model>_relation.npy``; the names of the rows are in the dataset's
 ``entities.dict`` / ``relations.dict`` (built-in datasets) or ``entities.tsv`` /
-``relations.tsv`` (user data), lines ``id<TAB>name``; config.json names the ones the run used.
+``relations.tsv`` (user data), lines ``id<TAB>name`` (``id<delimiter>name`` with the run's
+--delimiter, as a raw_udd_* run writes them); config.json names the ones the run used.
 
 How DGL-KE's models map onto kgnum's score functions (kgnum's ``dim`` counts the
 real floats of an entity row, DGL-KE's ``hidden_dim`` the complex or split halves
@@ -65,14 +66,16 @@ def _config_number(cfg: dict, key: str, where: str, default, integer: bool = Fal
     return value
 
 
-def _read_map(folder: str, kind: str, what: str, configured=None) -> list[str]:
+def _read_map(folder: str, kind: str, what: str, configured=None, delimiter=None) -> list[str]:
     """Row names from the map file config.json names (``configured``, relative to ``folder``),
-    else the dataset's ``<kind>.dict`` or ``<kind>.tsv`` (lines ``id<TAB>name``)."""
+    else the dataset's ``<kind>.dict`` or ``<kind>.tsv``: lines ``id<TAB>name``, or ``id<delimiter>name``
+    with the run's ``delimiter`` (a raw_udd_* run writes its map files so), split at the first one."""
     names = [configured] if isinstance(configured, str) and configured else []
+    delimiters = (delimiter, "\t") if isinstance(delimiter, str) and delimiter else ("\t",)
     for name in (*names, f"{kind}.dict", f"{kind}.tsv"):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
-            return _read_dict(path, what)
+            return _read_dict(path, what, delimiters=delimiters)
     raise KGDataError(f"--data-path {folder}: no {kind}.dict or {kind}.tsv (id<TAB>name lines)")
 
 
@@ -131,8 +134,9 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
         relation = relation * np.float32(_rotate_scale(gamma, relation.shape[1]))
     # the map files the run used: a raw_udd_* run writes entities.tsv beside a download's entities.dict,
     # numbered otherwise (DGL-KE's save_model spells the entity key "emp_file")
-    entities = _read_map(data_path, "entities", "entity", cfg.get("emap_file") or cfg.get("emp_file"))
-    relations = _read_map(data_path, "relations", "relation", cfg.get("rmap_file"))
+    entities = _read_map(data_path, "entities", "entity", cfg.get("emap_file") or cfg.get("emp_file"),
+                         cfg.get("delimiter"))
+    relations = _read_map(data_path, "relations", "relation", cfg.get("rmap_file"), cfg.get("delimiter"))
     if len(entities) != entity.shape[0] or len(relations) != relation.shape[0]:
         raise KGDataError(f"--data-path {data_path}: {len(entities)} entities / {len(relations)} relations named, "
                           f"the model has {entity.shape[0]} / {relation.shape[0]} rows")

@@ -190,3 +190,43 @@ def test_rotate_without_hidden_dim_takes_the_phase_scale_from_the_relation_rows(
     (save / "config.json").write_text(json.dumps({**cfg, "hidden_dim": 2 * HIDDEN}))
     with pytest.raises(KGDataError, match=f"config.json: hidden_dim {2 * HIDDEN}"):
         import_dglke(str(save), str(data))
+
+
+def test_map_files_written_with_the_runs_delimiter_are_read_at_their_first_delimiter(tmp_path):
+    """A raw_udd_* run writes entities.tsv / relations.tsv as ``id<delimiter>name`` with its own
+    --delimiter (config.json's delimiter); ids are integers, so a name holding the delimiter or a tab
+    stays whole."""
+    save, data = make_dglke_dir(tmp_path, "DistMult")
+    names = [f"/m/e{i}" for i in range(N_E)]
+    names[3], names[5] = "Smith, John", "tab\there"
+    (data / "entities.tsv").write_text("".join(f"{i},{n}\n" for i, n in enumerate(names)))
+    (data / "relations.tsv").write_text("".join(f"{i},/r/{i}\n" for i in range(N_R)))
+    cfg = json.loads((save / "config.json").read_text())
+    (save / "config.json").write_text(json.dumps({**cfg, "format": "raw_udd_hrt", "delimiter": ",",
+                                                  "emp_file": "entities.tsv", "rmap_file": "relations.tsv"}))
+    emb = import_dglke(str(save), str(data))
+    assert list(emb.entity_names) == names and list(emb.relation_names) == [f"/r/{i}" for i in range(N_R)]
+    # the download's .dict files stay tab-separated whatever the run's delimiter
+    (save / "config.json").write_text(json.dumps({**cfg, "delimiter": ","}))
+    assert list(import_dglke(str(save), str(data)).entity_names)[0] == f"/m/e{0}"
+    (data / "entities.tsv").write_text("0,a\n1;b\n")
+    (save / "config.json").write_text(json.dumps({**cfg, "delimiter": ",", "emp_file": "entities.tsv"}))
+    with pytest.raises(KGDataError, match="entities.tsv:2: expected id,name"):
+        import_dglke(str(save), str(data))
+
+
+def test_names_holding_a_tab_come_back_from_export(tmp_path):
+    """A name may hold a tab (a comma-delimited graph): export writes ``id<TAB>name``, import reads
+    the line at its first tab."""
+    from kgnum.embeddings import Embeddings
+
+    names = [f"e{i}" for i in range(N_E)]
+    names[2] = "a\tb"
+    rng = np.random.default_rng(0)
+    emb = Embeddings("DistMult", rng.normal(size=(N_E, HIDDEN)).astype(np.float32),
+                     rng.normal(size=(N_R, HIDDEN)).astype(np.float32), {"gamma": GAMMA}, names,
+                     ["r\t0", "r1", "r2"])
+    out = tmp_path / "dglke"
+    export_dglke(emb, str(out))
+    back = import_dglke(str(out), str(out))
+    assert list(back.entity_names) == names and list(back.relation_names) == ["r\t0", "r1", "r2"]
