@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from .files import atomic_directory, write_names
+from .files import atomic_directory, read_names, write_names
 from .kernels.metrics import METRIC_KERNELS, TILED
 from .kernels.ranking import topk_rows
 from .kernels.registry import get_model
@@ -517,8 +517,7 @@ def load(path: str) -> Embeddings:
         tables[name] = np.load(file)
     names = {}
     for kind in ("entities", "relations"):
-        with open(os.path.join(path, f"{kind}.tsv"), encoding="utf-8") as f:
-            names[kind] = [line.rstrip("\n").split("\t", 1)[1] for line in f if line.strip()]
+        names[kind] = read_names(os.path.join(path, f"{kind}.tsv"))
     emb = Embeddings(meta["model"], tables["entity"], tables["relation"], meta["config"],
                      names["entities"], names["relations"], tables["entity_state"],
                      tables["relation_state"], meta.get("train_stats"))

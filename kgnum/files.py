@@ -72,6 +72,13 @@ def write_names(path: str, names) -> None:
         f.writelines(f"{i}\t{name}\n" for i, name in enumerate(names))
 
 
+def read_names(path: str) -> list[str]:
+    """The names ``write_names`` wrote to ``path``, in order. Lines end at "\\n" only, as in the
+    graph loaders: a name may hold a lone "\\r" (last too), a form feed, U+2028, \\x85, ..."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        return [line.removesuffix("\n").split("\t", 1)[1] for line in f if line.strip()]
+
+
 @contextmanager
 def atomic_file(path: str, suffix: str = ""):
     """Yield a temporary name next to ``path`` to write; renamed onto ``path`` on success, removed on

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from ..files import atomic_file, write_json, write_names
+from ..files import atomic_file, read_names, write_json, write_names
 
 MANIFEST = "cluster.json"
 
@@ -62,8 +62,7 @@ def assemble(directory: str):
             meta = json.load(f)
         names = {}
         for kind in ("entities", "relations"):
-            with open(os.path.join(directory, f"{kind}.tsv"), encoding="utf-8") as f:
-                names[kind] = [line.rstrip("\n").split("\t", 1)[1] for line in f if line.strip()]
+            names[kind] = read_names(os.path.join(directory, f"{kind}.tsv"))
         parts = [read_part(directory, p) for p in range(int(meta["parts"]))]
     except FileNotFoundError as e:
         raise ValueError(f"{flag}: no complete set of part checkpoints ({os.path.basename(e.filename)} "

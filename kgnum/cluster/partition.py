@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import KGDataError
-from ..files import atomic_directory, write_names
+from ..files import atomic_directory, read_names, write_names
 
 METHODS = ("metis", "random")
 
@@ -138,8 +138,7 @@ def load_partition(path: str, kg) -> Partition:
         owner = np.load(os.path.join(path, "owner.npy"))
         names = {}
         for kind in ("entities", "relations"):
-            with open(os.path.join(path, f"{kind}.tsv"), encoding="utf-8") as f:
-                names[kind] = [line.rstrip("\n").split("\t", 1)[1] for line in f if line.strip()]
+            names[kind] = read_names(os.path.join(path, f"{kind}.tsv"))
         parts = int(report["parts"])
         edges = [np.load(os.path.join(path, f"part_{i}.npy")) for i in range(parts)]
     except FileNotFoundError as e:
