@@ -771,9 +771,35 @@ _DICT_HINTS = {3: " (is this a triples file? With a udd_* --format, --data-files
                   "RELATIONS TRAIN [VALID [TEST]], DGL-KE's order)"}
 
 
-def _read_dict(path: str, kind: str, hints: dict[int, str] | None = None) -> list[str]:
-    """Names indexed by id from a DGL-KE ``.dict`` file (lines ``id<TAB>name``, always tabs)."""
-    f = _read_fields(path, 2, "id<TAB>name", "\t", hints)
+def _read_id_names(path: str, delimiters: tuple[str, ...]) -> _Fields:
+    """The (id, name) fields of lines ``id<delimiter>name``, split at the first delimiter (ids are
+    integers, a name may hold the delimiter): the first of ``delimiters`` that follows the first
+    line's id, else the last. Lines end and are stripped as in ``_read_fields``."""
+    text = _read_text(path)
+    lines = text.split("\n")
+    stripped = [s for s in map(str.strip, lines) if s]
+    first = stripped[0] if stripped else ""
+    sep = next((d for d in delimiters if d in first and _is_digits(first.split(d, 1)[0])), delimiters[-1])
+    rows = [s.split(sep, 1) for s in stripped]
+    bad = next((row for row, r in enumerate(rows) if len(r) != 2 or "" in r), None)
+    if bad is not None:
+        f = _Fields(path, lines, (), len(rows))
+        raise KGDataError(f"{path}:{f.line_of(bad)}: expected id{_separator_words(sep)[1]}name, "
+                          f"found {stripped[bad][:120]!r}")
+    cols = tuple(zip(*rows)) if rows else ((), ())
+    return _Fields(path, lines, cols, len(rows))
+
+
+def _is_digits(s: str) -> bool:
+    return s.isascii() and s.isdigit()
+
+
+def _read_dict(path: str, kind: str, hints: dict[int, str] | None = None,
+               delimiters: tuple[str, ...] | None = None) -> list[str]:
+    """Names indexed by id from a DGL-KE ``.dict`` file (lines ``id<TAB>name``, always tabs), or
+    with ``delimiters`` a map file a DGL-KE run wrote (``_read_id_names``)."""
+    f = _read_fields(path, 2, "id<TAB>name", "\t", hints) if delimiters is None else \
+        _read_id_names(path, delimiters)
     ids, names = f.cols
     by_id: dict[int, int] = {}  # id -> row, to report duplicates
     for row, s in enumerate(ids):

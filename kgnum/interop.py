@@ -4,7 +4,8 @@ A DGL-KE save directory holds ``config.json`` (its training arguments: model_nam
 hidden_dim, gamma, double_ent, ...) and ``<dataset>_<model>_entity.npy`` /
 ``<dataset>_<model>_relation.npy``; the names of the rows are in the dataset's
 ``entities.dict`` / ``relations.dict`` (built-in datasets) or ``entities.tsv`` /
-``relations.tsv`` (user data), lines ``id<TAB>name``; config.json names the ones the run used.
+``relations.tsv`` (user data), lines ``id<TAB>name`` (``id<delimiter>name`` with the run's
+--delimiter, as a raw_udd_* run writes them); config.json names the ones the run used.
 
 How DGL-KE's models map onto kgnum's score functions (kgnum's ``dim`` counts the
 real floats of an entity row, DGL-KE's ``hidden_dim`` the complex or split halves
@@ -15,7 +16,8 @@ when ``-de`` doubles it):
 * SimplE: rows [head part | tail part], relation [r | r_inv] in both; same score
   (DGL-KE clips it to [-20, 20]).
 * RotatE: DGL-KE stores relation values v and rotates by the phase
-  v * pi / ((gamma + 2) / hidden_dim); kgnum stores the phase itself.
+  v * pi / ((gamma + 2) / hidden_dim), hidden_dim the width of its relation rows (entity rows
+  2 x hidden_dim); kgnum stores the phase itself.
 * RESCAL: both score h^T M t with M row-major (relation_dim x entity_dim), as
   DGL-KE's edge_func and infer (dglke_score, dglke_predict) do: same rows.
 * TransR: not imported; DGL-KE keeps its projections in a separate table and
@@ -45,14 +47,35 @@ def _rotate_scale(gamma: float, hidden_dim: int) -> float:
     return math.pi / ((gamma + 2.0) / hidden_dim)
 
 
-def _read_map(folder: str, kind: str, what: str, configured=None) -> list[str]:
+def _shown(value) -> str:
+    """A config.json value as JSON spells it (containers by kind)."""
+    return {dict: "an object", list: "an array"}.get(type(value)) or json.dumps(value)
+
+
+def _config_number(cfg: dict, key: str, where: str, default, integer: bool = False):
+    """``cfg[key]`` (``default`` when absent) checked as DGL-KE writes it: a number, for
+    ``integer`` a positive whole one; KGDataError naming ``where`` (the config.json) and the key."""
+    if key not in cfg:
+        return default
+    value = cfg[key]
+    ok = isinstance(value, int) and value > 0 if integer else \
+        isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(value, bool) or not ok:
+        want = "a positive integer" if integer else "a number"
+        raise KGDataError(f"{where}: {key} must be {want}, got {_shown(value)}")
+    return value
+
+
+def _read_map(folder: str, kind: str, what: str, configured=None, delimiter=None) -> list[str]:
     """Row names from the map file config.json names (``configured``, relative to ``folder``),
-    else the dataset's ``<kind>.dict`` or ``<kind>.tsv`` (lines ``id<TAB>name``)."""
+    else the dataset's ``<kind>.dict`` or ``<kind>.tsv``: lines ``id<TAB>name``, or ``id<delimiter>name``
+    with the run's ``delimiter`` (a raw_udd_* run writes its map files so), split at the first one."""
     names = [configured] if isinstance(configured, str) and configured else []
+    delimiters = (delimiter, "\t") if isinstance(delimiter, str) and delimiter else ("\t",)
     for name in (*names, f"{kind}.dict", f"{kind}.tsv"):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
-            return _read_dict(path, what)
+            return _read_dict(path, what, delimiters=delimiters)
     raise KGDataError(f"--data-path {folder}: no {kind}.dict or {kind}.tsv (id<TAB>name lines)")
 
 
@@ -65,7 +88,17 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
         raise KGDataError(f"{save_dir}: no config.json; not a DGL-KE save directory") from None
     except json.JSONDecodeError as e:
         raise KGDataError(f"{save_dir}/config.json: not valid JSON ({e})") from None
-    dglke_model = str(cfg.get("model_name", ""))
+    where = f"{save_dir}/config.json"
+    if not isinstance(cfg, dict):
+        raise KGDataError(f"{where}: expected a JSON object of DGL-KE's training arguments, "
+                          f"got {_shown(cfg)}")
+    if "model_name" not in cfg:
+        raise KGDataError(f"{where}: no model_name (DGL-KE writes the model it trained there)")
+    dglke_model = cfg["model_name"]
+    if not isinstance(dglke_model, str):
+        raise KGDataError(f"{where}: model_name must be a string, got {_shown(dglke_model)}")
+    gamma = float(_config_number(cfg, "gamma", where, 12.0))  # DGL-KE's default gamma
+    hidden = _config_number(cfg, "hidden_dim", where, None, integer=True)
     if dglke_model.lower() == "transr":
         raise KGDataError("DGL-KE TransR cannot be imported: its projection table and norm differ from kgnum's TransR")
     model = _NAMES.get(dglke_model.lower())
@@ -88,19 +121,22 @@ def import_dglke(save_dir: str, data_path: str) -> Embeddings:
                               f"and no config.json dataset naming one")
         tables[kind] = np.load(found[0]).astype(np.float32)
     entity, relation = tables["entity"], tables["relation"]
-    gamma = float(cfg.get("gamma", 12.0))
-    hidden = int(cfg.get("hidden_dim", entity.shape[1]))
-    if model == "RotatE":
-        relation = relation * np.float32(_rotate_scale(gamma, hidden))
     sf = get_model(model)
     dim = entity.shape[1]
     if sf.relation_dim(dim) != relation.shape[1]:
         raise KGDataError(f"{save_dir}: {model} with entity rows of {dim} floats needs relation rows of "
                           f"{sf.relation_dim(dim)}, the file has {relation.shape[1]}")
+    if model == "RotatE":
+        # DGL-KE's RotatE relation rows are hidden_dim phases (entity rows 2 x hidden_dim, -de)
+        if hidden is not None and hidden != relation.shape[1]:
+            raise KGDataError(f"{where}: hidden_dim {hidden} contradicts the tables: RotatE's relation rows are "
+                              f"hidden_dim floats, the file's {relation.shape[1]}")
+        relation = relation * np.float32(_rotate_scale(gamma, relation.shape[1]))
     # the map files the run used: a raw_udd_* run writes entities.tsv beside a download's entities.dict,
     # numbered otherwise (DGL-KE's save_model spells the entity key "emp_file")
-    entities = _read_map(data_path, "entities", "entity", cfg.get("emap_file") or cfg.get("emp_file"))
-    relations = _read_map(data_path, "relations", "relation", cfg.get("rmap_file"))
+    entities = _read_map(data_path, "entities", "entity", cfg.get("emap_file") or cfg.get("emp_file"),
+                         cfg.get("delimiter"))
+    relations = _read_map(data_path, "relations", "relation", cfg.get("rmap_file"), cfg.get("delimiter"))
     if len(entities) != entity.shape[0] or len(relations) != relation.shape[0]:
         raise KGDataError(f"--data-path {data_path}: {len(entities)} entities / {len(relations)} relations named, "
                           f"the model has {entity.shape[0]} / {relation.shape[0]} rows")

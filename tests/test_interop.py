@@ -151,3 +151,82 @@ def test_models_dglke_cannot_score_are_not_exported(tmp_path, model):
     with pytest.raises(KGDataError, match=f"kgnum {model} cannot be exported to DGL-KE"):
         export_dglke(Embeddings(model, entity, relation, {"gamma": GAMMA}), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda cfg: [cfg], "config.json: expected a JSON object"),
+    (lambda cfg: {**cfg, "hidden_dim": None}, "config.json: hidden_dim"),
+    (lambda cfg: {**cfg, "hidden_dim": "four"}, "config.json: hidden_dim"),
+    (lambda cfg: {**cfg, "hidden_dim": 4.5}, "config.json: hidden_dim"),
+    (lambda cfg: {**cfg, "hidden_dim": True}, "config.json: hidden_dim"),
+    (lambda cfg: {**cfg, "gamma": "x"}, "config.json: gamma"),
+    (lambda cfg: {**cfg, "gamma": None}, "config.json: gamma"),
+    (lambda cfg: {k: v for k, v in cfg.items() if k != "model_name"}, "config.json: no model_name"),
+    (lambda cfg: {**cfg, "model_name": ["RotatE"]}, "config.json: model_name"),
+], ids=["list", "hidden_null", "hidden_string", "hidden_float", "hidden_bool", "gamma_string", "gamma_null",
+        "no_model_name", "model_name_list"])
+def test_malformed_config_json_is_one_line_naming_the_key(tmp_path, capsys, edit, words):
+    save, data = make_dglke_dir(tmp_path, "RotatE")
+    cfg = json.loads((save / "config.json").read_text())
+    (save / "config.json").write_text(json.dumps(edit(cfg)))
+    assert main(["import-dglke", str(save), "--data-path", str(data), "--out", str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "model").exists()
+
+
+def test_rotate_without_hidden_dim_takes_the_phase_scale_from_the_relation_rows(tmp_path):
+    """DGL-KE's RotatE relation rows are hidden_dim phases (entity rows 2 x hidden_dim): a config.json
+    without hidden_dim scores as DGL-KE would, and one whose hidden_dim the tables contradict is refused."""
+    save, data = make_dglke_dir(tmp_path, "RotatE")
+    cfg = json.loads((save / "config.json").read_text())
+    (save / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "hidden_dim"}))
+    emb = import_dglke(str(save), str(data))
+    E = np.load(save / "FB15k_RotatE_entity.npy").astype(np.float64)
+    R = np.load(save / "FB15k_RotatE_relation.npy").astype(np.float64)
+    for h, r, t in [(0, 0, 1), (5, 2, 7)]:
+        want = dglke_score("RotatE", E[h], R[r], E[t])
+        assert emb.score(f"/m/e{h}", f"/r/{r}", f"/m/e{t}")[0] == pytest.approx(want, rel=1e-4, abs=1e-4)
+    (save / "config.json").write_text(json.dumps({**cfg, "hidden_dim": 2 * HIDDEN}))
+    with pytest.raises(KGDataError, match=f"config.json: hidden_dim {2 * HIDDEN}"):
+        import_dglke(str(save), str(data))
+
+
+def test_map_files_written_with_the_runs_delimiter_are_read_at_their_first_delimiter(tmp_path):
+    """A raw_udd_* run writes entities.tsv / relations.tsv as ``id<delimiter>name`` with its own
+    --delimiter (config.json's delimiter); ids are integers, so a name holding the delimiter or a tab
+    stays whole."""
+    save, data = make_dglke_dir(tmp_path, "DistMult")
+    names = [f"/m/e{i}" for i in range(N_E)]
+    names[3], names[5] = "Smith, John", "tab\there"
+    (data / "entities.tsv").write_text("".join(f"{i},{n}\n" for i, n in enumerate(names)))
+    (data / "relations.tsv").write_text("".join(f"{i},/r/{i}\n" for i in range(N_R)))
+    cfg = json.loads((save / "config.json").read_text())
+    (save / "config.json").write_text(json.dumps({**cfg, "format": "raw_udd_hrt", "delimiter": ",",
+                                                  "emp_file": "entities.tsv", "rmap_file": "relations.tsv"}))
+    emb = import_dglke(str(save), str(data))
+    assert list(emb.entity_names) == names and list(emb.relation_names) == [f"/r/{i}" for i in range(N_R)]
+    # the download's .dict files stay tab-separated whatever the run's delimiter
+    (save / "config.json").write_text(json.dumps({**cfg, "delimiter": ","}))
+    assert list(import_dglke(str(save), str(data)).entity_names)[0] == f"/m/e{0}"
+    (data / "entities.tsv").write_text("0,a\n1;b\n")
+    (save / "config.json").write_text(json.dumps({**cfg, "delimiter": ",", "emp_file": "entities.tsv"}))
+    with pytest.raises(KGDataError, match="entities.tsv:2: expected id,name"):
+        import_dglke(str(save), str(data))
+
+
+def test_names_holding_a_tab_come_back_from_export(tmp_path):
+    """A name may hold a tab (a comma-delimited graph): export writes ``id<TAB>name``, import reads
+    the line at its first tab."""
+    from kgnum.embeddings import Embeddings
+
+    names = [f"e{i}" for i in range(N_E)]
+    names[2] = "a\tb"
+    rng = np.random.default_rng(0)
+    emb = Embeddings("DistMult", rng.normal(size=(N_E, HIDDEN)).astype(np.float32),
+                     rng.normal(size=(N_R, HIDDEN)).astype(np.float32), {"gamma": GAMMA}, names,
+                     ["r\t0", "r1", "r2"])
+    out = tmp_path / "dglke"
+    export_dglke(emb, str(out))
+    back = import_dglke(str(out), str(out))
+    assert list(back.entity_names) == names and list(back.relation_names) == ["r\t0", "r1", "r2"]

@@ -97,6 +97,27 @@ def test_save_load_gives_same_scores_and_predictions(small_kg, tmp_path):
     assert kgnum.evaluate(back, small_kg)["mrr"] == kgnum.evaluate(emb, small_kg)["mrr"]
 
 
+def test_saved_names_come_back_exactly_whatever_they_hold(tmp_path):
+    """The loaders end lines at "\\n" only, so a name may hold a lone "\\r" (even as its last
+    character, next to the same name without it), a form feed, U+2028, \\x85, ...: a saved model
+    gives every name its own row back."""
+    odd = ["carriage\rreturn", "x\r", "x", "page\x0cbreak", "line\u2028sep", "next\x85line", "group\x1dsep"]
+    rel_odd = ["r\r", "r", "r\x0b1"]
+    src = tmp_path / "train.tsv"
+    src.write_text("".join(f"{h}\t{r}\t{t}\n" for h, t in zip(odd, odd[1:] + odd[:1]) for r in rel_odd),
+                   newline="")
+    kg = kgnum.data.load_files(str(src), cache_dir=str(tmp_path / "cache"))
+    assert set(kg.entity_names) == set(odd) and set(kg.relation_names) == set(rel_odd)
+    rng = np.random.default_rng(0)
+    emb = Embeddings("DistMult", rng.normal(size=(kg.n_entities, 8)).astype(np.float32),
+                     rng.normal(size=(kg.n_relations, 8)).astype(np.float32), {"gamma": 6.0},
+                     kg.entity_names, kg.relation_names)
+    back = kgnum.load(emb.save(str(tmp_path / "model")))
+    assert list(back.entity_names) == list(emb.entity_names)
+    assert list(back.relation_names) == list(emb.relation_names)
+    assert np.array_equal(back.score(odd, "r\r", odd[::-1]), emb.score(odd, "r\r", odd[::-1]))
+
+
 def test_score_candidates_agree_with_reference_scores(small_kg):
     # relations repeat out of order in the batch (TransR projects the table once per relation)
     pick = np.array([0, 1, 2, 0, 5, 1, 3, 7])

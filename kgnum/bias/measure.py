@@ -210,19 +210,23 @@ def probe(emb, sensitive: Sensitive, seed: int = 0) -> dict:
 
 
 def read_names(path: str) -> dict[str, str]:
-    """``entity<TAB>display name`` lines (e.g. FB15k-237's entity_names.tsv)."""
+    """``entity<TAB>display name`` lines (e.g. FB15k-237's entity_names.tsv). As in the loaders, a
+    byte-order mark is skipped and lines end at "\\n" (a CRLF's "\\r" dropped): an entity name may
+    hold a lone "\\r"."""
     names = {}
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig", newline="\n") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                parts = line.rstrip("\n").split("\t")
+                parts = line.removesuffix("\n").removesuffix("\r").split("\t")
                 if len(parts) < 2:
                     raise KGDataError(f"{path}:{n}: expected entity<TAB>name")
                 names[parts[0]] = parts[1]
     except FileNotFoundError:
         raise KGDataError(f"--names {path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise KGDataError(f"--names {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     return names
 
 
