@@ -134,6 +134,34 @@ def test_debias_runs_on_parts(kg):
     assert np.isfinite(emb.entity).all() and emb.train_stats["steps"] > 0
 
 
+class _CreateFails:
+    """The shared cluster, but the connection to the scheduler drops as the parts are created."""
+    def __getattr__(self, name):
+        return getattr(SHARED_CLUSTER, name)
+
+    def submit(self, fn, *args, **kw):
+        if fn is store.create:
+            raise OSError("lost the connection to the Dask scheduler")
+        return SHARED_CLUSTER.submit(fn, *args, **kw)
+
+
+def test_a_resume_that_fails_to_start_keeps_the_part_checkpoints(kg, tmp_path):
+    """A resumed run starts a new set of part checkpoints in the same --checkpoint-dir; until that
+    set is complete, the one it resumed from must stay whole (the run may fail on the way)."""
+    parts = str(tmp_path / "parts")
+    kgnum.train(kg, epochs=2, backend="dask", workers=2, client=SHARED_CLUSTER, checkpoint_dir=parts,
+                part_checkpoint_every=0.01, **OPTS)
+    saved = assemble(parts)
+    with pytest.raises(OSError, match="scheduler"):
+        kgnum.train(kg, epochs=2, init=saved, backend="dask", workers=2, client=_CreateFails(),
+                    checkpoint_dir=parts, **OPTS)
+    again = assemble(parts)
+    np.testing.assert_array_equal(again.entity, saved.entity)
+    np.testing.assert_array_equal(again.relation, saved.relation)
+    np.testing.assert_array_equal(again.entity_state, saved.entity_state)
+    assert again.train_stats["steps"] == saved.train_stats["steps"] > 0
+
+
 def test_a_killed_worker_is_replaced_from_its_checkpoint(kg, monkeypatch, caplog, tmp_path):
     base = dict(epochs=30, backend="dask", local_cluster=2, part_checkpoint_every=0.01, **OPTS)
     undisturbed = kgnum.train(kg, **base)

@@ -6,6 +6,10 @@
                               (written by the worker holding the part, to a temporary file renamed
                               into place: a crash leaves the previous file)
 
+A run's first set (the starting tables) is written by the driver to a temporary sibling of DIR
+that replaces DIR once every part's store is created: a run that fails to start, resumed from
+DIR or not, leaves the set DIR held.
+
 A dead worker's part is re-created from its file; a run that lost every
 worker or the scheduler resumes from the whole set (``assemble``:
 ``kgnum train --backend dask --checkpoint-dir DIR --resume``).
@@ -40,9 +44,6 @@ def read_part(directory: str, part: int) -> dict:
 def write_manifest(directory: str, model: str, entity_names, relation_names, config: dict, entity_owner,
                    relation_owner, train_stats: dict | None = None) -> None:
     os.makedirs(directory, exist_ok=True)
-    for stale in os.listdir(directory):  # part files of an earlier run would mix with this one's
-        if stale.startswith("part_") and stale.endswith(".npz"):
-            os.remove(os.path.join(directory, stale))
     write_names(os.path.join(directory, "entities.tsv"), entity_names)
     write_names(os.path.join(directory, "relations.tsv"), relation_names)
     np.save(os.path.join(directory, "entity_owner.npy"), entity_owner)

@@ -36,7 +36,8 @@ import numpy as np
 from ..kernels.terms import needed_entities
 from ..loop import Job, Report, TrainingDiverged
 from . import store
-from .checkpoint import write_manifest
+from ..files import atomic_directory, check_output_dir
+from .checkpoint import MANIFEST, write_manifest, write_part
 
 log = logging.getLogger("kgnum")
 
@@ -100,8 +101,6 @@ class DaskEngine:
         self.ckpt_part_steps = [0] * P
         self.steps_done = 0
         self.checkpoint_dir = self._checkpoint_dir()
-        write_manifest(self.checkpoint_dir, job.model, self.kg.entity_names, self.kg.relation_names,
-                       self.cfg.to_dict(), owner, self.relation_owner, self.previous_stats)
         needs = needed_entities(job.terms, job.params.terms)
         weight = None
         if job.params.neg_cdf.size:
@@ -118,11 +117,21 @@ class DaskEngine:
                                              int(job.seed), own, boundary, owner, self.relation_owner, e,
                                              weight, self.checkpoint_dir, fault))
         t = job.tables
-        futures = [self._on(p, store.create, self.specs[p], self.client.scatter(t.entity[self.specs[p].own],
-                                                                                workers=[self.addr[p]]),
-                            t.entity_state[self.specs[p].own], t.relation, t.relation_state, 0)
-                   for p in range(P)]
-        self._install_requests(self._wait(futures, timeout=START_TIMEOUT))
+        # this run's first set of part checkpoints goes to a temporary sibling that replaces the
+        # directory once every part is created: until then the set a resumed run started from stays
+        with atomic_directory(self.checkpoint_dir, MANIFEST) as staging:
+            write_manifest(staging, job.model, self.kg.entity_names, self.kg.relation_names, self.cfg.to_dict(),
+                           owner, self.relation_owner, self.previous_stats)
+            for p, spec in enumerate(self.specs):
+                rel = np.flatnonzero(self.relation_owner == p)
+                write_part(staging, p, 0, spec.own, t.entity[spec.own], t.entity_state[spec.own], rel,
+                           t.relation[rel], t.relation_state[rel])
+            futures = [self._on(p, store.create, self.specs[p], self.client.scatter(t.entity[self.specs[p].own],
+                                                                                    workers=[self.addr[p]]),
+                                t.entity_state[self.specs[p].own], t.relation, t.relation_state, 0)
+                       for p in range(P)]
+            requests = self._wait(futures, timeout=START_TIMEOUT)
+        self._install_requests(requests)
         cut = self.partition.report.get("edge_cut_fraction", float("nan"))
         log.info("dask: %d parts (%s, edge cut %.3f) on %d workers %s; part checkpoints in %s; remote rows "
                  "refreshed every round (~%.1f s of training)", P, self.partition.method, cut, self.workers,
@@ -278,6 +287,7 @@ class DaskEngine:
 
     def _checkpoint_dir(self) -> str:
         if self.cfg.checkpoint_dir:
+            check_output_dir(self.cfg.checkpoint_dir, "--checkpoint-dir", MANIFEST)  # replaced as a whole
             return os.path.abspath(self.cfg.checkpoint_dir)
         self.tmp_checkpoints = tempfile.mkdtemp(prefix="kgnum-parts-")
         return self.tmp_checkpoints

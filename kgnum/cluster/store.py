@@ -346,11 +346,10 @@ def _store(run_id: str, part: int) -> PartStore:
 
 
 def create(spec: PartSpec, own_rows, own_state, relation, relation_state, step: int = 0) -> list:
-    """Install part ``spec.part`` on this worker (compiling the step) and write its checkpoint;
-    return its requests for the first two installs."""
+    """Install part ``spec.part`` on this worker (compiling the step; its first checkpoint is the
+    driver's); return its requests for the first two installs."""
     store = PartStore(spec, own_rows, own_state, relation, relation_state, step)
     _STORES[(spec.run_id, spec.part)] = store
-    store.checkpoint(step)
     return [store.requests(), store.requests()]
 
 
