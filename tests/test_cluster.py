@@ -356,3 +356,21 @@ def test_losing_the_scheduler_is_a_clear_error(command_line_cluster, tmp_path, m
     assert "scheduler" in str(info.value) and "--resume" in str(info.value)
     assert time.monotonic() - started < 90
     assert assemble(str(parts)).train_stats["steps"] > 0
+
+
+def test_a_worker_lost_while_the_parts_are_created_is_a_clear_error(kg, monkeypatch):
+    """The engine's internal "parts lost" signal must not escape from its start: the CLI prints a
+    ClusterLost as one line, anything else as a traceback."""
+    from kgnum.cluster import engine as dask_engine
+
+    wait = dask_engine.DaskEngine._wait
+
+    def lost_at_start(self, futures, timeout=None):
+        if timeout == dask_engine.START_TIMEOUT:
+            self.client.cancel(futures)
+            raise dask_engine._PartsLost({1: "tcp://127.0.0.1:1"})
+        return wait(self, futures, timeout=timeout)
+
+    monkeypatch.setattr(dask_engine.DaskEngine, "_wait", lost_at_start)
+    with pytest.raises(ClusterLost, match=r"while the parts were created \(part 1 on tcp://127.0.0.1:1\)"):
+        kgnum.train(kg, epochs=1, backend="dask", workers=2, client=SHARED_CLUSTER, **OPTS)

@@ -130,7 +130,12 @@ class DaskEngine:
                                                                                     workers=[self.addr[p]]),
                                 t.entity_state[self.specs[p].own], t.relation, t.relation_state, 0)
                        for p in range(P)]
-            requests = self._wait(futures, timeout=START_TIMEOUT)
+            try:
+                requests = self._wait(futures, timeout=START_TIMEOUT)
+            except _PartsLost as lost:  # before any training: nothing to recover
+                gone = ", ".join(f"part {p} on {addr}" for p, addr in sorted(lost.parts.items()))
+                raise ClusterLost(f"lost Dask worker(s) while the parts were created ({gone}): nothing was "
+                                  f"trained; run it again") from None
         self._install_requests(requests)
         cut = self.partition.report.get("edge_cut_fraction", float("nan"))
         log.info("dask: %d parts (%s, edge cut %.3f) on %d workers %s; part checkpoints in %s; remote rows "
