@@ -433,6 +433,8 @@ def evaluate(emb: "Embeddings", kg: "KnowledgeGraph", split: str = "test", *, ba
                                       per_relation=per_relation)
     for row in metrics.get("per_relation", []):
         row["name"] = str(kg.relation_names[row["relation"]])
+    if per_relation:  # equal counts by name, not by row: the same order whatever numbered the rows
+        metrics["per_relation"].sort(key=lambda r: (-r["triples"], r["name"]))
     metrics["eval_seconds"] = time.perf_counter() - start
     return metrics
 

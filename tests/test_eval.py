@@ -376,3 +376,26 @@ def test_topk_rows_matches_a_full_sort_and_skips_excluded():
         assert np.array_equal(got, want), i
         np.testing.assert_array_equal(val[i][: got.size], scores[i, got])
     assert (idx[3] >= 0).sum() == 5 and 7 not in idx[4]
+
+
+def test_per_relation_rows_do_not_depend_on_how_the_model_numbers_its_relations(small_kg):
+    """Relations with as many test triples come in name order: the same model with its relation
+    rows renumbered gives the same table, row for row."""
+    import dataclasses
+
+    import kgnum
+    from kgnum.embeddings import Embeddings
+
+    test = np.concatenate([small_kg.test[small_kg.test[:, 1] == r][:8] for r in range(small_kg.n_relations)])
+    kg = dataclasses.replace(small_kg, test=test)  # 8 test triples per relation: every count ties
+    emb = kgnum.train(kg, "TransE_l2", max_steps=50, dim=16, workers=1, progress=False)
+    perm = np.random.default_rng(0).permutation(kg.n_relations)
+    renumbered = Embeddings(emb.model, emb.entity, emb.relation[perm], emb.config, emb.entity_names,
+                            emb.relation_names[perm])
+
+    def rows(model):
+        return [{k: v for k, v in r.items() if k != "relation"}
+                for r in kgnum.evaluate(model, kg, per_relation=True)["per_relation"]]
+
+    assert [r["name"] for r in rows(emb)] == sorted(kg.relation_names)
+    assert rows(renumbered) == rows(emb)
