@@ -89,6 +89,12 @@ def grown(init: Embeddings, kg: KnowledgeGraph, cfg: TrainConfig) -> Embeddings:
     if init.engine_state:
         log.info("the saved engine state (%s) is for the old rows: this run starts its engine afresh",
                  ", ".join(sorted({k.split("/")[0] for k in init.engine_state})))
+    stats = dict(init.train_stats)
+    if not attribute_rows(new_e).all() and stats.pop("valid_key", None) is not None:
+        # the earlier legs' valid MRRs ranked fewer entities: they do not compare with this run's, so the
+        # loaded tables (the new rows untrained) are not kept as the best against this run's validations
+        log.info("the saved valid MRRs ranked %d entities, this run ranks more: the loaded tables are not "
+                 "kept as the best so far", init.n_entities - int(attribute_rows(init.entity_names).sum()))
     sf = get_model(init.model)
     ent, rel = sf.init_tables(len(new_e), len(new_r), init.dim, cfg.gamma, cfg.seed + 1)
     log.info("the dataset adds %d entities and %d relations to the saved model: new rows appended, "
@@ -97,7 +103,7 @@ def grown(init: Embeddings, kg: KnowledgeGraph, cfg: TrainConfig) -> Embeddings:
     out = Embeddings(sf.name, np.concatenate([init.entity, ent]), np.concatenate([init.relation, rel]),
                      init.config, list(init.entity_names) + new_e, list(init.relation_names) + new_r,
                      np.concatenate([init.entity_state, np.zeros(len(new_e), np.float32)]),
-                     np.concatenate([init.relation_state, np.zeros(len(new_r), np.float32)]), init.train_stats)
+                     np.concatenate([init.relation_state, np.zeros(len(new_r), np.float32)]), stats)
     return out
 
 

@@ -184,3 +184,28 @@ def test_a_sampled_valid_set_is_the_same_whatever_the_order_of_its_lines(tmp_pat
                          **{**opts, "lr": 50.0})
     assert second.train_stats["best_step"] == first.train_stats["best_step"]
     np.testing.assert_array_equal(second.entity, first.entity)
+
+
+def test_a_grown_graph_does_not_keep_the_loaded_tables_by_an_mrr_over_fewer_entities(tmp_path, caplog):
+    """The first leg's valid MRR ranked its own entities; on a graph that adds entities every
+    valid triple has more candidates, so that MRR does not compare: the grown run's best tables and
+    best MRR are its own (the loaded tables kept as the best would return the new rows as drawn, and
+    report a best MRR that no validation on this graph measured)."""
+    kg = kgnum.synthetic(n_entities=200, n_relations=5, n_train=4000, n_valid=200, n_test=200, seed=2)
+    opts = dict(dim=32, valid_every=20, workers=1, progress=False, seed=0)
+    first = kgnum.train(kg, "TransE_l2", max_steps=60, save=str(tmp_path / "a"), **opts)
+    rng = np.random.default_rng(0)
+    new = rng.integers(kg.n_entities, kg.n_entities + 300, size=(3000, 2))
+    extra = np.stack([new[:, 0], rng.integers(0, kg.n_relations, 3000), new[:, 1]], axis=1)
+    names = np.array(list(kg.entity_names) + [f"new{i}" for i in range(300)], dtype=object)
+    order = rng.permutation(kg.train.shape[0] + extra.shape[0])  # and in another line order
+    bigger = kgnum.KnowledgeGraph(kg.name, np.concatenate([kg.train, extra])[order].astype(np.int32), kg.valid,
+                                  kg.test, names, kg.relation_names)
+    with caplog.at_level(logging.INFO, logger="kgnum"):
+        second = kgnum.train(bigger, "TransE_l2", init=kgnum.load(str(tmp_path / "a")), max_steps=40,
+                             **{**opts, "lr": 1e-12})  # a leg that cannot do better than the loaded tables
+    stats = second.train_stats
+    own = [h for h in stats["valid_history"] if h["step"] > first.train_stats["steps"]]
+    assert own and stats["best_step"] > first.train_stats["steps"], stats["best_step"]
+    assert stats["best_valid_mrr"] == max(h["valid_mrr"] for h in own)
+    assert "the loaded tables are the best so far" not in caplog.text
