@@ -69,6 +69,7 @@ def initial_embeddings(kg: KnowledgeGraph, cfg: TrainConfig, init: Embeddings | 
                          init.entity_names, init.relation_names, init.entity_state.copy(),
                          init.relation_state.copy())
         emb.engine_state = {k: v.copy() for k, v in init.engine_state.items()}
+        emb.views = {k: v.copy() for k, v in init.views.items()}  # they stay with the loaded tables
         return emb
     entity, relation = sf.init_tables(kg.n_entities, kg.n_relations, cfg.dim, cfg.gamma, cfg.seed)
     return Embeddings(sf.name, entity, relation, cfg.to_dict(), kg.entity_names, kg.relation_names)

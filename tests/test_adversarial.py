@@ -194,3 +194,21 @@ def test_a_saved_run_resumes_with_its_raw_table_filters_and_optimizers(kg, tmp_p
             assert restored.keys() == saved.engine_state.keys()
             for key, value in saved.engine_state.items():
                 np.testing.assert_array_equal(restored[key], value, err_msg=key)
+
+
+def test_a_worse_resumed_leg_keeps_the_loaded_views_with_the_loaded_tables(kg, tmp_path, capsys, write_tsv):
+    """A resumed leg that only validates worse returns the loaded tables (the first leg's best); the
+    [s] views of that snapshot come back with them, so the saved model still has them."""
+    opts = {**OPTS, "epochs": None, "valid_every": 20, "debias": SENSITIVE, "debias_method": "adversarial"}
+    kgnum.train(kg, "TransE_l2", max_steps=60, save=str(tmp_path / "a"), **opts)
+    saved = kgnum.load(str(tmp_path / "a"))
+    second = kgnum.train(kg, "TransE_l2", init=saved, max_steps=40, save=str(tmp_path / "b"),
+                         **{**opts, "lr": 50.0})  # a learning rate that wrecks the tables
+    assert second.train_stats["restored_best"] and second.train_stats["best_step"] == saved.train_stats["best_step"]
+    np.testing.assert_array_equal(second.entity, saved.entity)
+    assert set(second.views) == set(saved.views) == {view_name("gender"), view_name("member_of")}
+    for name, table in saved.views.items():
+        np.testing.assert_array_equal(second.views[name], table, err_msg=name)
+    data = write_tsv(kg, tmp_path / "data")
+    assert main(["eval", "--load", str(tmp_path / "b"), "--view", view_name("gender"), "--data-path", str(data)]) == 0
+    capsys.readouterr()
