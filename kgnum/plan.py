@@ -143,6 +143,8 @@ def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, 
     score_block = 4 * block_rows(n_entities) * n_entities
     p.add("evaluation: score blocks, their temporaries, the filter index", 4 * score_block + 24 * (n_edges + n_eval),
           "this process", "eval")
+    if sf.pair_project is not None:  # pair models score against the entity table projected by each relation
+        p.add("evaluation: the entity table projected by a relation", n_entities * row, "this process", "eval")
     p.free = available_bytes()
     return p
 

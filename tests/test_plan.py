@@ -104,3 +104,12 @@ def test_train_refuses_a_run_that_does_not_fit_unless_forced(small_kg, monkeypat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "available" in err and "--force" in err, err
     assert main(flags + ["--force"]) == 0
+
+
+def test_plan_counts_the_projected_entity_table_a_pair_model_evaluates_with():
+    """TransR scores candidates against the entity table projected by each relation: a copy of the
+    entity table while it evaluates."""
+    n, dim = 1_000_000, 64
+    transr, transe = plan(n, 10, 1_000_000, "TransR", dim), plan(n, 10, 1_000_000, "TransE_l2", dim)
+    relations = 10 * (4 * (dim + dim * dim) - 4 * dim)  # TransR's wider relation rows
+    assert transr.during("eval") - transe.during("eval") >= n * dim * 4 + relations
