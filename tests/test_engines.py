@@ -91,7 +91,10 @@ def test_time_budget_is_respected(kg, engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_early_stopping_keeps_the_best_tables(kg, engine):
-    emb = kgnum.train(kg, "TransE_l2", epochs=60, valid_every=15, patience=2,
+    # valid MRR plateaus within a few validations at this lr and then only wanders; the epoch limit
+    # lies far beyond, so the run ends by patience, not by ending on its best validation (60 epochs
+    # did that once: the threaded engines' validations vary from run to run)
+    emb = kgnum.train(kg, "TransE_l2", epochs=600, valid_every=15, patience=2,
                       **engine, **{**OPTS, "lr": 0.5})
     stats = emb.train_stats
     history = stats["valid_history"]
