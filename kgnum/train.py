@@ -18,7 +18,7 @@ from dataclasses import fields
 import numpy as np
 
 from .blas import held_back
-from .config import CLUSTER_FIELDS, TrainConfig
+from .config import CLUSTER_FIELDS, TrainConfig, available_cores
 from .data import KnowledgeGraph
 from .embeddings import Embeddings
 from .kernels.registry import get_model
@@ -54,6 +54,11 @@ def resolve_config(model: str | None, options: dict, init: Embeddings | None) ->
     explicit.pop("model", None)
     overrides = [f"--{k.replace('_', '-')} {saved[k]!r} -> {v!r}" for k, v in explicit.items()
                  if k in saved and saved[k] != v]
+    cores = available_cores()
+    if "workers" not in explicit and saved.get("backend", "cpu") == "cpu" and (saved.get("workers") or 0) > cores:
+        # the count the saving machine had (the default is every core): not more than this one has
+        overrides.append(f"--workers {saved['workers']!r} -> {cores!r} (the cores this process may use)")
+        saved["workers"] = cores
     cfg = TrainConfig(**{**saved, **explicit}).validate()
     log.info("resuming %s dim %d with its saved configuration%s", cfg.model, cfg.dim,
              "; overrides: " + ", ".join(overrides) if overrides else "")

@@ -209,3 +209,20 @@ def test_a_grown_graph_does_not_keep_the_loaded_tables_by_an_mrr_over_fewer_enti
     assert own and stats["best_step"] > first.train_stats["steps"], stats["best_step"]
     assert stats["best_valid_mrr"] == max(h["valid_mrr"] for h in own)
     assert "the loaded tables are the best so far" not in caplog.text
+
+
+def test_a_worker_count_from_a_bigger_machine_is_capped_to_this_ones_cores(first, caplog):
+    """The saved configuration holds the worker count of the machine that trained (by default
+    every core it had): resumed on a smaller one, the run uses the cores it may use, and says so."""
+    from kgnum.config import available_cores
+
+    path, meta = first
+    init = kgnum.load(str(path))
+    init.config = dict(init.config, workers=available_cores() + 62)
+    kg = kgnum.synthetic()
+    with caplog.at_level(logging.INFO, logger="kgnum"):
+        emb = kgnum.train(kg, init=init, max_steps=5, progress=False)
+    assert emb.config["workers"] == available_cores()
+    assert f"--workers {available_cores() + 62} -> {available_cores()}" in caplog.text
+    kept = kgnum.train(kg, init=kgnum.load(str(path)), max_steps=5, progress=False)  # a count that fits stays
+    assert kept.config["workers"] == meta["config"]["workers"]
