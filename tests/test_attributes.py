@@ -228,3 +228,23 @@ def test_cli_attribute_whitelist(kg, whitelist, tmp_path, write_tsv, capsys):
                  "--save", str(tmp_path / "m")]) == 0
     saved = kgnum.load(str(tmp_path / "m"))
     assert not any(str(n).endswith("[ATTR]") for n in saved.relation_names)
+
+
+def test_a_person_with_two_values_as_frequent_gets_one_by_name_not_by_id():
+    """Which value's attribute vector a person with two equally frequent values gets must not
+    depend on the order of train.txt (it numbers the entities)."""
+    from kgnum.data import KnowledgeGraph
+    from kgnum.kernels.attributes import person_values
+
+    lines = [("p0", "rel", "zeta"), ("p0", "rel", "alpha"), ("p1", "rel", "zeta"), ("p2", "rel", "alpha"),
+             ("p3", "rel", "zeta"), ("p4", "rel", "alpha")]  # zeta and alpha: 3 persons each
+
+    def chosen(order):
+        rows = [lines[i] for i in order]
+        names = list(dict.fromkeys(n for h, _, t in rows for n in (h, t)))  # ids in order of appearance
+        train = np.array([[names.index(h), 0, names.index(t)] for h, _, t in rows], dtype=np.int32)
+        graph = KnowledgeGraph("g", train, np.zeros((0, 3), np.int32), np.zeros((0, 3), np.int32), names, ["rel"])
+        _, _, best = person_values(graph, "rel", 30)
+        return {names[p]: names[v] for p, v in best.items()}
+
+    assert chosen(range(6))["p0"] == chosen([1, 0, 2, 3, 4, 5])["p0"] == "alpha"

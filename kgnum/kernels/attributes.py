@@ -197,12 +197,14 @@ def read_whitelist(path: str, kg) -> tuple[np.ndarray, np.ndarray]:
 
 def person_values(kg, name: str, top_m: int):
     """``(relation id, person side, {person: value})`` of sensitive relation ``name``: a person
-    with several values keeps the most frequent one in the graph (ties: the lowest id)."""
+    with several values keeps the most frequent one in the graph (ties: by name, so that the
+    choice does not depend on how the graph's files number the entities)."""
     from .kl import sensitive_triples
 
     rel, side, persons, values, _ = sensitive_triples(kg, name, "--debias", top_m=top_m)
     ids, counts = np.unique(values, return_counts=True)
-    rank = dict(zip(ids[np.lexsort((ids, -counts))].tolist(), range(ids.size)))
+    names = np.asarray(kg.entity_names)[ids].astype(str)
+    rank = dict(zip(ids[np.lexsort((names, -counts))].tolist(), range(ids.size)))
     best: dict[int, int] = {}
     for person, value in zip(persons.tolist(), values.tolist()):
         if person not in best or rank[value] < rank[best[person]]:
