@@ -197,3 +197,55 @@ def test_sigterm_in_parent_fresh_interpreter(kg, tmp_path):
     assert not alive
     assert block_names(proc.pid) == []
     assert_checkpoint(out, kg)
+
+
+SMALL_SHM_SCRIPT = textwrap.dedent("""
+    import os
+    import numpy as np
+    import kgnum
+    from kgnum.shm import SharedTables, block_names
+    try:
+        SharedTables().add("big", np.ones(1 << 20))  # 8 MiB into 2 MiB
+        print("added")
+    except MemoryError as e:
+        print("block:", e)
+    assert block_names(os.getpid()) == []
+    kg = kgnum.synthetic(n_entities=20000, n_relations=10, n_train=40000, n_valid=100, n_test=100, seed=0)
+    try:
+        kgnum.train(kg, "TransE_l2", dim=64, max_steps=50, workers=2, progress=False)
+        print("trained")
+    except MemoryError as e:
+        print("run:", e)
+    assert block_names(os.getpid()) == []
+""")
+
+
+def _small_shm_command(size: str) -> list | None:
+    """A command prefix running in a mount namespace of its own with a ``size`` /dev/shm, or None."""
+    prefix = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    mount = f"mount -t tmpfs -o size={size} tmpfs /dev/shm"
+    try:
+        probe = subprocess.run(prefix + ["sh", "-c", mount], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return prefix + ["sh", "-c", f'{mount} && exec "$0" "$@"'] if probe.returncode == 0 else None
+
+
+@pytest.mark.timeout(180)
+def test_a_full_dev_shm_is_a_clear_error_not_a_bus_error():
+    """/dev/shm is 64 MB in a Docker container by default. Blocks are created sparse: the parent
+    writing the tables into them past the room left died of SIGBUS ("Bus error", exit 135, no
+    message, blocks left to the resource tracker). Here /dev/shm is 2 MB, in a mount namespace of
+    the test's own (where unshare can make one)."""
+    command = _small_shm_command("2m")
+    if command is None:
+        pytest.skip("cannot mount a small /dev/shm in a private mount namespace here")
+    proc = subprocess.run(command + [sys.executable, "-c", SMALL_SHM_SCRIPT], capture_output=True, text=True,
+                          timeout=150)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    block, run = proc.stdout.splitlines()
+    assert block.startswith("block: shared memory (/dev/shm) is too small for the shared block 'big': 8.0 MiB "
+                            "needed, 2.0 MiB free"), block
+    assert run.startswith("run: shared memory (/dev/shm) is too small for the 2-worker run's tables and edges"), run
+    assert "--workers 1" in run and "\n" not in run
+

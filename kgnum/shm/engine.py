@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from ..kernels.sampling import seed_kernel_rng
 from ..kernels.step import StepParams, Tables, empty_range, train_kernel
 from ..loop import CALL_SECONDS, Job, Report, TrainingDiverged, fit_call_steps
-from .tables import SharedTables, attach, close_quietly
+from .tables import SharedTables, attach, close_quietly, free_bytes, no_room
 
 log = logging.getLogger("kgnum")
 
@@ -84,6 +84,10 @@ class SharedMemoryEngine:
 
     # -- contract --------------------------------------------------------------------
     def open(self, job: Job) -> None:
+        need = sum(a.nbytes for a in job.tables) + job.edges.nbytes
+        free = free_bytes()
+        if free is not None and need > free:  # before the compile; each block is checked again
+            raise no_room(need, f"the {self.workers}-worker run's tables and edges")
         wjob = _WorkerJob(job.model, tuple(job.terms), job.params, self.workers, int(job.seed),
                           job.max_steps, _fault_from_env(), os.getpid())
         if self.ctx.get_start_method() == "fork":
