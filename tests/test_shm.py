@@ -6,7 +6,9 @@ processes on normal exit, a worker exception, a worker killed by SIGKILL,
 and SIGTERM in the parent of a fresh interpreter (SIGINT and SIGTERM for
 every engine: tests/test_engines.py). After each: no
 ``/dev/shm/kgnum_<pid>_*`` block of that run is left, no worker is left,
-the error names the worker, and the checkpoint written earlier loads.
+the error names the worker, and the checkpoint written earlier loads. Also: a
+/dev/shm too small for the tables is a clear MemoryError, and a kernel call
+still running when the run stops is waited for and counted.
 
 Faults are injected with the engine's test hook ``KGNUM_TEST_FAULT``. Block
 names carry the owner's pid, so checks are not confused by other runs on the
@@ -249,3 +251,30 @@ def test_a_full_dev_shm_is_a_clear_error_not_a_bus_error():
     assert run.startswith("run: shared memory (/dev/shm) is too small for the 2-worker run's tables and edges"), run
     assert "--workers 1" in run and "\n" not in run
 
+
+def test_a_kernel_call_outlasting_the_stop_grace_is_still_counted(kg, monkeypatch):
+    """A kernel call that outlasts STOP_GRACE_SECONDS (one step of a big batch or model on a busy
+    machine takes seconds) when the run stops: the run waits for it. The parent stopped collecting
+    reports after the grace, so the run reported fewer steps and positives than its tables had
+    trained, and took the final tables while that worker was still writing them."""
+    trained = mp.get_context("fork").Value("q", 0)  # positives the workers' kernels ran, over both
+    real = engine.train_kernel
+
+    def slow_kernel(model, terms=()):
+        kernel = real(model, terms)
+
+        def call(tables, edges, order, start, stop, params, chunk_index):
+            out = kernel(tables, edges, order, start, stop, params, chunk_index)
+            if stop > start:  # the tables are trained; the call goes on for much longer than the grace
+                with trained.get_lock():
+                    trained.value += stop - start
+                time.sleep(0.8)
+            return out
+        return call
+
+    monkeypatch.setattr(engine, "train_kernel", slow_kernel)  # forked workers inherit it
+    monkeypatch.setattr(engine, "STOP_GRACE_SECONDS", 0.05)
+    stats = kgnum.train(kg, MODEL, time_budget=1.2, workers=2, valid_every=0, progress=False, **OPTS).train_stats
+    assert trained.value > 0
+    assert stats["positives"] == trained.value
+    assert sum(stats["worker_steps"]) == stats["steps"]
