@@ -8,7 +8,8 @@ every engine: tests/test_engines.py). After each: no
 ``/dev/shm/kgnum_<pid>_*`` block of that run is left, no worker is left,
 the error names the worker, and the checkpoint written earlier loads. Also: a
 /dev/shm too small for the tables is a clear MemoryError, and a kernel call
-still running when the run stops is waited for and counted.
+still running when the run stops is waited for and counted, and a row going
+bad while a checkpoint copies the tables is not checkpointed.
 
 Faults are injected with the engine's test hook ``KGNUM_TEST_FAULT``. Block
 names carry the owner's pid, so checks are not confused by other runs on the
@@ -278,3 +279,32 @@ def test_a_kernel_call_outlasting_the_stop_grace_is_still_counted(kg, monkeypatc
     assert trained.value > 0
     assert stats["positives"] == trained.value
     assert sum(stats["worker_steps"]) == stats["steps"]
+
+
+def test_a_row_going_bad_while_a_checkpoint_copies_the_tables_is_not_checkpointed(kg, tmp_path, monkeypatch):
+    """A checkpoint copies the tables while the workers train on (Hogwild), the entity table before
+    the Adagrad state, and the step updates a row's state before the row. A row going non-finite
+    between the two copies came out as finite tables with a non-finite state, which was checkpointed: the
+    run then stopped as diverged saying the last checkpoint was intact, and a resume from it
+    diverged at once. Here the first checkpoints' copies go through, then one row goes bad (as
+    a diverging worker's step would leave it) right after the entity copy of the next one."""
+    out = tmp_path / "ckpt"
+    real = engine.SharedMemoryEngine.snapshot
+    copies = []
+
+    def racing_snapshot(self, with_state):
+        if not with_state or len(copies) < 3:
+            copies.append(with_state)
+            return real(self, with_state)
+        a = self.tables.arrays
+        entity, relation = a["ent"].copy(), a["rel"].copy()
+        a["ent_st"][0] = np.inf  # the state first, then the row: as adagrad_accumulate / apply
+        a["ent"][0] = np.nan
+        return engine.Tables(entity, relation, a["ent_st"].copy(), a["rel_st"].copy())
+
+    monkeypatch.setattr(engine.SharedMemoryEngine, "snapshot", racing_snapshot)
+    with pytest.raises(kgnum.loop.TrainingDiverged, match="intact"):
+        kgnum.train(kg, MODEL, time_budget=60, workers=2, save=str(out), checkpoint_every=0.05,
+                    valid_every=0, progress=False, **OPTS)
+    ckpt = assert_checkpoint(out, kg)
+    assert np.isfinite(ckpt.entity_state).all() and np.isfinite(ckpt.relation_state).all()
