@@ -52,6 +52,7 @@ def atomic_directory(path: str, marker: str):
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    old = None
     try:
         yield tmp
         if not os.path.exists(path):
@@ -62,6 +63,8 @@ def atomic_directory(path: str, marker: str):
         os.rename(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and os.path.isdir(old) and not os.path.exists(path):
+            os.rename(old, path)  # stopped between the two renames (a signal): the previous copy goes back
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 

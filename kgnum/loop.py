@@ -537,6 +537,10 @@ class _Run:
         tables = self.engine.snapshot(with_state)
         if not (np.isfinite(tables.entity).all() and np.isfinite(tables.relation).all()):
             raise self.diverged("the tables hold NaN or inf")
+        # the state too: an engine whose workers train on while it copies (Hogwild) can copy a row
+        # before it goes bad and that row's state, which the step updates first, after
+        if with_state and not (np.isfinite(tables.entity_state).all() and np.isfinite(tables.relation_state).all()):
+            raise self.diverged("the Adagrad state holds NaN or inf")
         emb = self.emb.with_tables(tables)
         views = getattr(self.engine, "views", None)
         if views is not None:  # taken with this snapshot: they follow it through validation and saves

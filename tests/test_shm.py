@@ -6,7 +6,10 @@ processes on normal exit, a worker exception, a worker killed by SIGKILL,
 and SIGTERM in the parent of a fresh interpreter (SIGINT and SIGTERM for
 every engine: tests/test_engines.py). After each: no
 ``/dev/shm/kgnum_<pid>_*`` block of that run is left, no worker is left,
-the error names the worker, and the checkpoint written earlier loads.
+the error names the worker, and the checkpoint written earlier loads. Also: a
+/dev/shm too small for the tables is a clear MemoryError, and a kernel call
+still running when the run stops is waited for and counted, and a row going
+bad while a checkpoint copies the tables is not checkpointed.
 
 Faults are injected with the engine's test hook ``KGNUM_TEST_FAULT``. Block
 names carry the owner's pid, so checks are not confused by other runs on the
@@ -197,3 +200,111 @@ def test_sigterm_in_parent_fresh_interpreter(kg, tmp_path):
     assert not alive
     assert block_names(proc.pid) == []
     assert_checkpoint(out, kg)
+
+
+SMALL_SHM_SCRIPT = textwrap.dedent("""
+    import os
+    import numpy as np
+    import kgnum
+    from kgnum.shm import SharedTables, block_names
+    try:
+        SharedTables().add("big", np.ones(1 << 20))  # 8 MiB into 2 MiB
+        print("added")
+    except MemoryError as e:
+        print("block:", e)
+    assert block_names(os.getpid()) == []
+    kg = kgnum.synthetic(n_entities=20000, n_relations=10, n_train=40000, n_valid=100, n_test=100, seed=0)
+    try:
+        kgnum.train(kg, "TransE_l2", dim=64, max_steps=50, workers=2, progress=False)
+        print("trained")
+    except MemoryError as e:
+        print("run:", e)
+    assert block_names(os.getpid()) == []
+""")
+
+
+def _small_shm_command(size: str) -> list | None:
+    """A command prefix running in a mount namespace of its own with a ``size`` /dev/shm, or None."""
+    prefix = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    mount = f"mount -t tmpfs -o size={size} tmpfs /dev/shm"
+    try:
+        probe = subprocess.run(prefix + ["sh", "-c", mount], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return prefix + ["sh", "-c", f'{mount} && exec "$0" "$@"'] if probe.returncode == 0 else None
+
+
+@pytest.mark.timeout(180)
+def test_a_full_dev_shm_is_a_clear_error_not_a_bus_error():
+    """/dev/shm is 64 MB in a Docker container by default. Blocks are created sparse: the parent
+    writing the tables into them past the room left died of SIGBUS ("Bus error", exit 135, no
+    message, blocks left to the resource tracker). Here /dev/shm is 2 MB, in a mount namespace of
+    the test's own (where unshare can make one)."""
+    command = _small_shm_command("2m")
+    if command is None:
+        pytest.skip("cannot mount a small /dev/shm in a private mount namespace here")
+    proc = subprocess.run(command + [sys.executable, "-c", SMALL_SHM_SCRIPT], capture_output=True, text=True,
+                          timeout=150)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    block, run = proc.stdout.splitlines()
+    assert block.startswith("block: shared memory (/dev/shm) is too small for the shared block 'big': 8.0 MiB "
+                            "needed, 2.0 MiB free"), block
+    assert run.startswith("run: shared memory (/dev/shm) is too small for the 2-worker run's tables and edges"), run
+    assert "--workers 1" in run and "\n" not in run
+
+
+def test_a_kernel_call_outlasting_the_stop_grace_is_still_counted(kg, monkeypatch):
+    """A kernel call that outlasts STOP_GRACE_SECONDS (one step of a big batch or model on a busy
+    machine takes seconds) when the run stops: the run waits for it. The parent stopped collecting
+    reports after the grace, so the run reported fewer steps and positives than its tables had
+    trained, and took the final tables while that worker was still writing them."""
+    trained = mp.get_context("fork").Value("q", 0)  # positives the workers' kernels ran, over both
+    real = engine.train_kernel
+
+    def slow_kernel(model, terms=()):
+        kernel = real(model, terms)
+
+        def call(tables, edges, order, start, stop, params, chunk_index):
+            out = kernel(tables, edges, order, start, stop, params, chunk_index)
+            if stop > start:  # the tables are trained; the call goes on for much longer than the grace
+                with trained.get_lock():
+                    trained.value += stop - start
+                time.sleep(0.8)
+            return out
+        return call
+
+    monkeypatch.setattr(engine, "train_kernel", slow_kernel)  # forked workers inherit it
+    monkeypatch.setattr(engine, "STOP_GRACE_SECONDS", 0.05)
+    stats = kgnum.train(kg, MODEL, time_budget=1.2, workers=2, valid_every=0, progress=False, **OPTS).train_stats
+    assert trained.value > 0
+    assert stats["positives"] == trained.value
+    assert sum(stats["worker_steps"]) == stats["steps"]
+
+
+def test_a_row_going_bad_while_a_checkpoint_copies_the_tables_is_not_checkpointed(kg, tmp_path, monkeypatch):
+    """A checkpoint copies the tables while the workers train on (Hogwild), the entity table before
+    the Adagrad state, and the step updates a row's state before the row. A row going non-finite
+    between the two copies came out as finite tables with a non-finite state, which was checkpointed: the
+    run then stopped as diverged saying the last checkpoint was intact, and a resume from it
+    diverged at once. Here the first checkpoints' copies go through, then one row goes bad (as
+    a diverging worker's step would leave it) right after the entity copy of the next one."""
+    out = tmp_path / "ckpt"
+    real = engine.SharedMemoryEngine.snapshot
+    copies = []
+
+    def racing_snapshot(self, with_state):
+        if not with_state or len(copies) < 3:
+            copies.append(with_state)
+            return real(self, with_state)
+        a = self.tables.arrays
+        entity, relation = a["ent"].copy(), a["rel"].copy()
+        a["ent_st"][0] = np.inf  # the state first, then the row: as adagrad_accumulate / apply
+        a["ent"][0] = np.nan
+        return engine.Tables(entity, relation, a["ent_st"].copy(), a["rel_st"].copy())
+
+    monkeypatch.setattr(engine.SharedMemoryEngine, "snapshot", racing_snapshot)
+    with pytest.raises(kgnum.loop.TrainingDiverged, match="intact"):
+        kgnum.train(kg, MODEL, time_budget=60, workers=2, save=str(out), checkpoint_every=0.05,
+                    valid_every=0, progress=False, **OPTS)
+    ckpt = assert_checkpoint(out, kg)
+    assert np.isfinite(ckpt.entity_state).all() and np.isfinite(ckpt.relation_state).all()

@@ -202,6 +202,36 @@ def test_failed_save_keeps_last_good_checkpoint(small_kg, tmp_path, monkeypatch)
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no half-written temporary left behind
 
 
+def test_an_interrupt_between_the_two_renames_of_a_save_keeps_the_last_model_in_place(small_kg, tmp_path,
+                                                                                        monkeypatch):
+    """A checkpoint moves the previous copy aside, then renames the new one into place: SIGTERM (a
+    batch system's time limit) or Ctrl-C landing between the two removed the new copy and left the
+    folder missing, the previous copy only under DIR.old-<hex>, where it stayed after the next save
+    (and with two of them, load picked one by its random name)."""
+    import kgnum.files
+
+    emb = kgnum.train(small_kg, "TransE_l2", max_steps=3, **FAST)
+    path = tmp_path / "ckpt"
+    emb.save(str(path))
+    before = kgnum.load(str(path)).entity.copy()
+    emb.entity += 1.0
+    real_rename, renames = os.rename, []
+
+    def interrupted_rename(src, dst):
+        real_rename(src, dst)
+        renames.append(dst)
+        if ".old-" in os.path.basename(dst):  # the previous copy moved aside: the signal lands here
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(kgnum.files.os, "rename", interrupted_rename)
+    with pytest.raises(KeyboardInterrupt):
+        emb.save(str(path))
+    monkeypatch.undo()
+    assert renames, "the save did not move the previous copy aside"
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+    np.testing.assert_array_equal(kgnum.load(str(path)).entity, before)
+
+
 def test_names_with_a_carriage_return_or_other_line_breaks_inside_load_back(tmp_path):
     (tmp_path / "train.txt").write_bytes("a\rb\tr\rs\tc\x85d\ne\u2028f\tr\rs\ta\rb\r\n".encode())
     kg = load_files(str(tmp_path / "train.txt"))  # a data file may hold them within a field

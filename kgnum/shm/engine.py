@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from ..kernels.sampling import seed_kernel_rng
 from ..kernels.step import StepParams, Tables, empty_range, train_kernel
 from ..loop import CALL_SECONDS, Job, Report, TrainingDiverged, fit_call_steps
-from .tables import SharedTables, attach, close_quietly
+from .tables import SharedTables, attach, close_quietly, free_bytes, no_room
 
 log = logging.getLogger("kgnum")
 
@@ -48,7 +48,7 @@ log = logging.getLogger("kgnum")
 FAULT_ENV = "KGNUM_TEST_FAULT"
 
 POLL_SECONDS = 0.05  # parent's wake-up period for time budget, checkpoints and dead workers
-STOP_GRACE_SECONDS = 5.0  # after setting the stop flag, how long workers get before SIGTERM
+STOP_GRACE_SECONDS = 5.0  # after close sets the stop flag, how long workers get before SIGTERM
 _TABLE_KEYS = ("ent", "rel", "ent_st", "rel_st")
 
 
@@ -84,6 +84,10 @@ class SharedMemoryEngine:
 
     # -- contract --------------------------------------------------------------------
     def open(self, job: Job) -> None:
+        need = sum(a.nbytes for a in job.tables) + job.edges.nbytes
+        free = free_bytes()
+        if free is not None and need > free:  # before the compile; each block is checked again
+            raise no_room(need, f"the {self.workers}-worker run's tables and edges")
         wjob = _WorkerJob(job.model, tuple(job.terms), job.params, self.workers, int(job.seed),
                           job.max_steps, _fault_from_env(), os.getpid())
         if self.ctx.get_start_method() == "fork":
@@ -125,11 +129,12 @@ class SharedMemoryEngine:
                       a["rel_st"].copy() if with_state else None)
 
     def stop(self) -> Report:
-        """Set the stop flag and collect every report until all workers have exited."""
+        """Set the stop flag and collect every report until all workers have exited. Each finishes
+        its kernel call first, however long it takes (a worker that dies instead is raised by
+        ``_poll``): the final tables and counts include that call, and no worker still writes them."""
         self.stop_flag.set()
         messages = []
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while self.live and time.monotonic() < deadline:
+        while self.live:
             messages += self._poll()
         return self._collect(messages)
 

@@ -18,6 +18,7 @@ blocks if the owner itself is killed with SIGKILL.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -100,6 +101,39 @@ def close_quietly(shm: shared_memory.SharedMemory) -> None:
         _unclosed.append(shm)
 
 
+def free_bytes() -> int | None:
+    """Bytes free for new blocks in SHM_DIR (None where it cannot be read)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _reserve_pages(shm: shared_memory.SharedMemory, key: str, nbytes: int) -> None:
+    """Allocate the block's pages now. A block is created sparse, so on a full /dev/shm (64 MB by
+    default in a Docker container) the first write past the room left kills the process with
+    SIGBUS ("Bus error"), with no message; reserved here, it is a MemoryError naming the sizes."""
+    fd = getattr(shm, "_fd", -1)
+    if nbytes == 0 or fd < 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.ENOMEM):
+            return  # a file system that cannot reserve (EOPNOTSUPP, EINVAL): written as before
+        raise no_room(nbytes, f"the shared block {key!r}") from None
+
+
+def no_room(nbytes: int, what: str) -> MemoryError:
+    """The error for ``what`` (``nbytes``) not fitting in SHM_DIR, in CLI terms."""
+    free = free_bytes()
+    room = f", {free / 2**20:,.1f} MiB free" if free is not None else ""
+    return MemoryError(f"shared memory ({SHM_DIR}) is too small for {what}: {nbytes / 2**20:,.1f} MiB needed{room}; "
+                       f"make {SHM_DIR} larger (docker run --shm-size), or train with --workers 1, which needs "
+                       f"no shared memory")
+
+
 class SharedTables:
     """The owner's side: one shared block per array, created, filled, closed and unlinked here.
 
@@ -123,6 +157,12 @@ class SharedTables:
         spec = BlockSpec(f"{PREFIX}{self.run_id}_{key}", tuple(int(n) for n in array.shape), array.dtype.str)
         # size 0 is refused by shm_open/mmap; an empty array still gets a 1-byte block
         shm = shared_memory.SharedMemory(name=spec.name, create=True, size=max(1, spec.nbytes))
+        try:
+            _reserve_pages(shm, key, spec.nbytes)
+        except BaseException:
+            shm.close()
+            shm.unlink()
+            raise
         self._blocks[key] = shm
         view = _as_view(shm, spec)
         view[...] = array
