@@ -396,7 +396,10 @@ def _load_kg(args):
     if args.dataset:
         return load_dataset(args.dataset, **opts)
     if args.data_path:
-        return load_dataset(args.data_path, **opts)
+        if not os.path.isdir(os.path.expanduser(args.data_path)):  # a folder, not a dataset name
+            raise KGDataError(f"--data-path {args.data_path}: not a directory (--dataset NAME for a dataset "
+                              f"by name)")
+        return load_dataset(os.path.expanduser(args.data_path), **opts)
     raise KGDataError("no data given: use --dataset NAME, --data-path DIR, or --data-files TRAIN [VALID [TEST]] "
                       "(with --data-path DIR as the folder of their names)")
 

@@ -304,3 +304,13 @@ def test_nonsensical_flag_values_are_one_line_naming_the_flag(flags, words, tmp_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, err
     assert not (tmp_path / "m").exists()
+
+
+def test_data_path_that_is_not_a_folder_is_named_as_data_path(tmp_path, capsys):
+    """--data-path is a folder: a missing one is an error about --data-path (it was reported as an
+    unknown --dataset), and a dataset's name there is not taken as the dataset."""
+    for path in (str(tmp_path / "missing"), "synthetic"):
+        assert main(["train", "--data-path", path, "--max-steps", "5", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--data-path {path}: not a directory" in err, err
+
