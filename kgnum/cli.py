@@ -332,18 +332,21 @@ def _version() -> str:
     return __version__
 
 
-def _config_from_args(args) -> dict:
-    """Explicit flags > --config file > preset (for the chosen model) > the model's defaults."""
+def _config_from_args(args, model: str | None = None) -> dict:
+    """Explicit flags > --config file > preset (for the chosen model) > the model's defaults.
+
+    ``model``: the model when no flag or file names one (a resumed run's saved model), else
+    TrainConfig's default."""
+    fallback = model or TrainConfig.model
     values = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
     if getattr(args, "config", None):
         values = {**read_config_file(args.config), **values}
     if args.preset:
-        model = values.get("model") or TrainConfig.model
-        values = {**preset_values(args.preset, model), **values}
+        values = {**preset_values(args.preset, values.get("model") or fallback), **values}
     if getattr(args, "double_ent", False):  # DGL-KE's -de: entity rows of 2 x hidden_dim
         from .config import model_default  # the dim the run would have, from wherever it comes
 
-        values["dim"] = 2 * values.get("dim", model_default(values.get("model") or TrainConfig.model, "dim"))
+        values["dim"] = 2 * values.get("dim", model_default(values.get("model") or fallback, "dim"))
         log.info("-de: --dim %d (kgnum's --dim counts the real floats of an entity row)", values["dim"])
     return values
 
@@ -429,9 +432,9 @@ def cmd_train(args) -> int:
     import kgnum
 
     kg = _load_kg(args)
-    options = _config_from_args(args)
-    model = options.pop("model", None)
     init = kgnum.load(args.load) if args.load else None
+    options = _config_from_args(args, init.model if init else None)  # a preset for the model resumed
+    model = options.pop("model", None)
     if args.resume:
         if args.load or not options.get("checkpoint_dir"):
             raise ValueError("--resume continues from the part checkpoints in --checkpoint-dir (and not "

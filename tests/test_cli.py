@@ -314,3 +314,15 @@ def test_data_path_that_is_not_a_folder_is_named_as_data_path(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"--data-path {path}: not a directory" in err, err
 
+
+def test_preset_when_resuming_is_the_loaded_models(tmp_path, capsys):
+    """--load DIR --preset P without --model takes P's values for the saved model, not for the default
+    model (TransE_l2), which the umls preset has none of."""
+    model = tmp_path / "m"
+    small = ["--dataset", "synthetic", "--dim", "8", "--max-steps", "5", "--no-progress", "--eval-split", "none"]
+    assert main(["train", "--model", "ComplEx", *small, "--save", str(model)]) == 0
+    assert main(["train", "--load", str(model), "--preset", "umls", *small, "--save", str(model)]) == 0, \
+        capsys.readouterr().err
+    saved = json.loads((model / "config.json").read_text())
+    assert saved["model"] == "ComplEx" and saved["dim"] == 8  # an explicit flag still wins
+    assert (saved["config"]["neg"], saved["config"]["batch"]) == (64, 256)  # the preset's ComplEx values
