@@ -351,6 +351,34 @@ def _config_from_args(args, model: str | None = None) -> dict:
     return values
 
 
+# flags whose setting only acts together with another one: (field, the setting it needs, the values
+# that use it, why); without them the flag would be accepted and change nothing
+_ONLY_WITH = (
+    ("gpu_placement", "backend", ("gpu",), "only with --backend gpu"),
+    ("gpu_overlap", "backend", ("gpu",), "only with --backend gpu"),
+    ("workers", "backend", ("cpu", "dask"), "not with --backend gpu, which trains one worker per device "
+                                            "(--gpus)"),
+    ("part_checkpoint_every", "backend", ("dask",), "only with --backend dask"),
+    ("debias_top_m", "debias", None, "only with --debias"),
+    ("adversarial_weight", "debias_method", ("adversarial",), "only with --debias-method adversarial"),
+)
+
+
+def _check_flags_used(args, values: dict, saved: dict | None = None) -> None:
+    """Refuse an explicit flag that the run's settings (``values``, over a resumed model's ``saved``
+    configuration, over TrainConfig's defaults) would ignore."""
+    defaults = TrainConfig.__dataclass_fields__
+    for name, needs, used_by, why in _ONLY_WITH:
+        given = getattr(args, name, None)
+        if given is None:
+            continue
+        setting = values.get(needs, (saved or {}).get(needs, defaults[needs].default))
+        if (not setting) if used_by is None else setting not in used_by:
+            flag = name.replace("_", "-")
+            flag = (f"--{flag}" if given else f"--no-{flag}") if isinstance(given, bool) else f"--{flag} {given!r}"
+            raise ValueError(f"{flag}: {why}")
+
+
 def read_config_file(path: str) -> dict:
     """TrainConfig fields from a JSON file: a flat object, or one holding them under "config"."""
     try:
@@ -434,6 +462,7 @@ def cmd_train(args) -> int:
     kg = _load_kg(args)
     init = kgnum.load(args.load) if args.load else None
     options = _config_from_args(args, init.model if init else None)  # a preset for the model resumed
+    _check_flags_used(args, options, init.config if init else None)
     model = options.pop("model", None)
     if args.resume:
         if args.load or not options.get("checkpoint_dir"):
@@ -484,6 +513,7 @@ def cmd_plan(args) -> int:
     from .train import resolve_config, training_graph
 
     options = _config_from_args(args)
+    _check_flags_used(args, options)
     if not any(k in options for k in ("max_steps", "epochs", "time_budget")):
         options["max_steps"] = 1  # how long the run lasts does not change what it holds
     cfg = resolve_config(options.pop("model", None), options, None)

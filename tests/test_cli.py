@@ -297,6 +297,13 @@ def test_a_config_file_may_write_an_integer_as_a_float(tmp_path):
     (["--checkpoint-every", "5"], "needs --save"),
     (["--backend", "dask", "--partition", "{tmp}/p", "--parts", "3"], "--parts 3"),
     (["--backend", "dask", "--scheduler", "foo:bar"], "--scheduler foo:bar"),
+    # accepted and changing nothing without the setting they act with
+    (["--gpu-placement", "host"], "--gpu-placement 'host': only with --backend gpu"),
+    (["--no-gpu-overlap"], "--no-gpu-overlap: only with --backend gpu"),
+    (["--backend", "gpu", "--gpus", "numpy:1", "--workers", "3"], "--workers 3: not with --backend gpu"),
+    (["--part-checkpoint-every", "5"], "only with --backend dask"),
+    (["--debias-top-m", "5"], "--debias-top-m 5: only with --debias"),
+    (["--debias", "r0", "--adversarial-weight", "3"], "only with --debias-method adversarial"),
 ])
 def test_nonsensical_flag_values_are_one_line_naming_the_flag(flags, words, tmp_path, capsys):
     flags = [f.format(tmp=tmp_path) for f in flags]
