@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(e)
     e.add_argument("--split", choices=["test", "valid"], default="test", help="split to evaluate (default test)")
     e.add_argument("--exclude-relations", help="relations (comma-separated) whose triples are left out of the "
-                   "split, e.g. the sensitive relations of a debiased model")
+                   "split, besides those the model was trained to leave out (its --debias and "
+                   "--eval-exclude-relations)")
     e.add_argument("--per-relation", action="store_true", help="also MRR and Hits@10 per relation and side, "
                    "with each relation's triple count (most frequent first)")
     e.add_argument("--json", help="write the metrics to this JSON file")
@@ -687,6 +688,12 @@ def cmd_eval(args) -> int:
     unknown = [r for r in excluded if r not in set(map(str, emb.relation_names))]
     if unknown:  # before the graph is read; the graph's relations are matched to the model's
         raise ValueError(f"--exclude-relations: unknown relation {unknown[0]!r} (the model has no such relation)")
+    # as the training run's own evaluation: a debiased model is scored without its sensitive triples
+    saved = TrainConfig(**{k: emb.config[k] for k in _CONFIG_FLAGS if k in emb.config}).excluded_relations()
+    excluded = list(dict.fromkeys(excluded + saved))
+    if saved:
+        log.info("%s metrics without the triples of %s (the model's --debias / --eval-exclude-relations)",
+                 args.split, ", ".join(saved))
     kg = _load_kg(args)
     metrics = kgnum.evaluate(emb, kg, args.split, exclude_relations=excluded, per_relation=args.per_relation)
     _print_metrics(args.split, metrics)
