@@ -533,7 +533,7 @@ def cmd_bias(args) -> int:
     kg = _load_kg(args).aligned_to(emb.entity_names, emb.relation_names)
     sides = {}
     for spec in args.person_side or []:
-        rel, sep, side = spec.partition("=")
+        rel, sep, side = spec.rpartition("=")  # at the last "=": a relation's name may hold one
         if not sep or side not in ("head", "tail"):
             raise ValueError(f"--person-side {spec}: expected REL=head or REL=tail")
         sides[rel] = side

@@ -227,3 +227,19 @@ def test_a_relation_with_one_value_is_refused(kg):
                                kg.test[:0], kg.entity_names, kg.relation_names)
     with pytest.raises(KGDataError, match="at least two values"):
         sensitive_relation(one, "gender")
+
+
+def test_person_side_of_a_relation_whose_name_holds_an_equals_sign(kg, tmp_path, monkeypatch, write_tsv):
+    """``--person-side REL=SIDE`` splits at the last "=": a relation named ``sex=gender`` can be forced."""
+    names = np.array(["sex=gender" if n == "gender" else n for n in kg.relation_names], dtype=object)
+    renamed = kgnum.KnowledgeGraph("renamed", kg.train, kg.valid, kg.test, kg.entity_names, names)
+    random_model(renamed, "DistMult").save(str(tmp_path / "model"))
+    data = write_tsv(renamed, tmp_path / "data")
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "x.json"
+    assert main(["bias", "measure", "--load", str(tmp_path / "model"), "--data-path", str(data), "--sensitive",
+                 "sex=gender", "--person-side", "sex=gender=head", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["person_side"] == {"sex=gender": "head"}
+    assert report["difference_in_scores"]["sex=gender"] == pytest.approx(
+        difference_in_scores(kgnum.load(str(tmp_path / "model")), sensitive_relation(renamed, "sex=gender", "head")))
