@@ -211,6 +211,10 @@ def test_the_report_does_not_depend_on_the_order_of_the_triples(kg, trained, tmp
     (["--sensitive", "gender", "--values", "male,female", "--target", "located_in"], "no person"),
     (["--sensitive", "gender", "--person-side", "gender=middle"], "--person-side"),
     (["--sensitive", "knows", "--top-m", "60"], "lower --top-m"),  # 59 values, 51 persons in the 20%
+    # a step of 0 measures nothing (mean |B_p| / alpha is NaN), a negative one ranks the targets backwards
+    (["--sensitive", "gender", "--values", "male,female", "--target", "profession", "--alpha", "0"], "--alpha 0"),
+    (["--sensitive", "gender", "--values", "male,female", "--target", "profession", "--alpha", "-0.01"],
+     "--alpha -0.01"),
 ])
 def test_bad_input_is_one_line_naming_it(kg, trained, tmp_path, flags, words, capsys, monkeypatch, write_tsv):
     _, path = trained
