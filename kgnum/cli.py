@@ -570,7 +570,7 @@ def cmd_bias(args) -> int:
     kg = _load_kg(args).aligned_to(emb.entity_names, emb.relation_names)
     sides = {}
     for spec in args.person_side or []:
-        rel, sep, side = spec.partition("=")
+        rel, sep, side = spec.rpartition("=")  # at the last "=": a relation's name may hold one
         if not sep or side not in ("head", "tail"):
             raise ValueError(f"--person-side {spec}: expected REL=head or REL=tail")
         sides[rel] = side
@@ -580,6 +580,8 @@ def cmd_bias(args) -> int:
         raise ValueError(f"--person-side {unknown[0]}: not one of --sensitive {args.sensitive}")
     if args.top_m < 2:
         raise ValueError(f"--top-m {args.top_m}: must be >= 2")
+    if not args.alpha > 0:  # the step toward A: 0 measures nothing, a negative one is the step toward B
+        raise ValueError(f"--alpha {args.alpha:g}: must be > 0")
     names_file = args.names or (os.path.join(kg.source, "entity_names.tsv")
                                 if kg.source and os.path.exists(os.path.join(kg.source, "entity_names.tsv"))
                                 else None)

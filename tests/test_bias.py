@@ -211,6 +211,10 @@ def test_the_report_does_not_depend_on_the_order_of_the_triples(kg, trained, tmp
     (["--sensitive", "gender", "--values", "male,female", "--target", "located_in"], "no person"),
     (["--sensitive", "gender", "--person-side", "gender=middle"], "--person-side"),
     (["--sensitive", "knows", "--top-m", "60"], "lower --top-m"),  # 59 values, 51 persons in the 20%
+    # a step of 0 measures nothing (mean |B_p| / alpha is NaN), a negative one ranks the targets backwards
+    (["--sensitive", "gender", "--values", "male,female", "--target", "profession", "--alpha", "0"], "--alpha 0"),
+    (["--sensitive", "gender", "--values", "male,female", "--target", "profession", "--alpha", "-0.01"],
+     "--alpha -0.01"),
 ])
 def test_bad_input_is_one_line_naming_it(kg, trained, tmp_path, flags, words, capsys, monkeypatch, write_tsv):
     _, path = trained
@@ -227,3 +231,19 @@ def test_a_relation_with_one_value_is_refused(kg):
                                kg.test[:0], kg.entity_names, kg.relation_names)
     with pytest.raises(KGDataError, match="at least two values"):
         sensitive_relation(one, "gender")
+
+
+def test_person_side_of_a_relation_whose_name_holds_an_equals_sign(kg, tmp_path, monkeypatch, write_tsv):
+    """``--person-side REL=SIDE`` splits at the last "=": a relation named ``sex=gender`` can be forced."""
+    names = np.array(["sex=gender" if n == "gender" else n for n in kg.relation_names], dtype=object)
+    renamed = kgnum.KnowledgeGraph("renamed", kg.train, kg.valid, kg.test, kg.entity_names, names)
+    random_model(renamed, "DistMult").save(str(tmp_path / "model"))
+    data = write_tsv(renamed, tmp_path / "data")
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "x.json"
+    assert main(["bias", "measure", "--load", str(tmp_path / "model"), "--data-path", str(data), "--sensitive",
+                 "sex=gender", "--person-side", "sex=gender=head", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["person_side"] == {"sex=gender": "head"}
+    assert report["difference_in_scores"]["sex=gender"] == pytest.approx(
+        difference_in_scores(kgnum.load(str(tmp_path / "model")), sensitive_relation(renamed, "sex=gender", "head")))
