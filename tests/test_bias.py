@@ -247,3 +247,28 @@ def test_person_side_of_a_relation_whose_name_holds_an_equals_sign(kg, tmp_path,
     assert report["person_side"] == {"sex=gender": "head"}
     assert report["difference_in_scores"]["sex=gender"] == pytest.approx(
         difference_in_scores(kgnum.load(str(tmp_path / "model")), sensitive_relation(renamed, "sex=gender", "head")))
+
+
+def test_the_python_api_matches_a_graph_numbered_otherwise_to_the_model_by_name(kg, trained):
+    """A copy of the graph with other ids (as from a shuffled train.txt), given to the Python API
+    with a model trained on the original: D, the probe and B_p are the same. The ids were taken as
+    the model's rows, so every person read another entity's row."""
+    from kgnum.data import KnowledgeGraph
+
+    emb, _ = trained
+    rng = np.random.default_rng(5)
+    new_e, new_r = rng.permutation(kg.n_entities), rng.permutation(kg.n_relations)  # old id -> new id
+    names_e, names_r = np.empty(kg.n_entities, object), np.empty(kg.n_relations, object)
+    names_e[new_e], names_r[new_r] = kg.entity_names, kg.relation_names
+
+    def renumber(t):
+        return np.stack([new_e[t[:, 0]], new_r[t[:, 1]], new_e[t[:, 2]]], axis=1).astype(np.int32)
+
+    copy = KnowledgeGraph(kg.name, renumber(kg.train), renumber(kg.valid), renumber(kg.test), names_e, names_r)
+    s, s_copy = sensitive_relation(kg, "gender"), sensitive_relation(copy, "gender")
+    assert difference_in_scores(emb, s_copy) == pytest.approx(difference_in_scores(emb, s), rel=1e-12)
+    assert probe(emb, s_copy) == probe(emb, s)
+    a = target_bias(emb, kg, s, "male", "female", "profession", min_persons=10)
+    b = target_bias(emb, copy, s_copy, "male", "female", "profession", min_persons=10)
+    assert [r["entity"] for r in b["targets"]] == [r["entity"] for r in a["targets"]]
+    assert [r["bias"] for r in b["targets"]] == pytest.approx([r["bias"] for r in a["targets"]], rel=1e-9)
