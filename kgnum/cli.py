@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "per-target bias B_p with --values and --target")
     bm.add_argument("--load", required=True, help="saved model directory")
     bm.add_argument("--view", help="measure this entity table of the model instead of its own (the adversarial baseline saves "
-                    "'[s] REL' views: one relation's filter only)")
+                    "'[s] REL' views: one relation's filter only; '[a]', every filter, is the model itself)")
     _data_args(bm)
     bm.add_argument("--sensitive", required=True, help="sensitive relation(s), comma-separated")
     bm.add_argument("--values", help="two values A,B of the first sensitive relation for B_p (e.g. male,female)")
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a saved model (filtered MRR, MR, Hits@1/3/10)")
     e.add_argument("--load", required=True, help="saved model directory")
     e.add_argument("--view", help="evaluate this entity table of the model instead of its own (the adversarial baseline saves "
-                    "'[s] REL' views: one relation's filter only)")
+                    "'[s] REL' views: one relation's filter only; '[a]', every filter, is the model itself)")
     _data_args(e)
     e.add_argument("--split", choices=["test", "valid"], default="test", help="split to evaluate (default test)")
     e.add_argument("--exclude-relations", help="relations (comma-separated) whose triples are left out of the "
@@ -586,7 +586,8 @@ def cmd_bias(args) -> int:
                                 if kg.source and os.path.exists(os.path.join(kg.source, "entity_names.tsv"))
                                 else None)
     names = read_names(names_file) if names_file else {}
-    report = {"model": emb.model, "dim": emb.dim, "difference_in_scores": {}, "probe": {}, "person_side": {}}
+    report = {"model": emb.model, "dim": emb.dim, "view": args.view, "difference_in_scores": {}, "probe": {},
+              "person_side": {}}
     print(f"{'sensitive relation':40s} {'side':>5s} {'D':>8s} {'probe':>7s} {'majority':>9s}")
     sensitive = {}
     for rel in relations:

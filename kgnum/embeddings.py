@@ -113,7 +113,10 @@ class Embeddings:
         return emb
 
     def view(self, name: str) -> "Embeddings":
-        """The same model with the entity table of view ``name`` (one of ``views``), not copied."""
+        """The same model with the entity table of view ``name`` (one of ``views``), not copied.
+        ``"[a]"`` (every filter applied) is a model with views itself: it is returned as it is."""
+        if name == "[a]" and self.views:
+            return self
         if name not in self.views:
             known = ", ".join(self.views) or "none"
             raise ValueError(f"view {name!r}: this model has no such view (its views: {known})")

@@ -77,6 +77,17 @@ def test_s_and_a_views_exist_and_differ(kg, trained):
     p = probe(views[view_name("gender")], sensitive_relation(kg, "gender"))
     assert abs(p["accuracy"] - p["majority"]) <= 0.15, p
     assert _mrr(views[view_name("gender")], kg) > 0.5 * _mrr(debiased, kg)
+    assert debiased.view("[a]") is debiased  # the name the reports give the saved model
+
+
+def test_bias_measure_of_the_a_view_names_it_in_the_json(kg, trained, tmp_path, write_tsv):
+    _, debiased = trained
+    path, data, js = tmp_path / "model", write_tsv(kg, tmp_path / "data"), tmp_path / "bias.json"
+    debiased.save(str(path))
+    for view in ("[a]", view_name("gender")):
+        assert main(["bias", "measure", "--load", str(path), "--data-path", str(data), "--sensitive", "gender",
+                     "--view", view, "--json", str(js)]) == 0
+        assert json.loads(js.read_text())["view"] == view
 
 
 def test_deterministic_per_seed_and_torch_threads_restored(kg):
