@@ -248,3 +248,32 @@ def test_a_person_with_two_values_as_frequent_gets_one_by_name_not_by_id():
         return {names[p]: names[v] for p, v in best.items()}
 
     assert chosen(range(6))["p0"] == chosen([1, 0, 2, 3, 4, 5])["p0"] == "alpha"
+
+
+def test_a_twin_triple_adds_the_attribute_vector_of_its_own_value():
+    """BIAS.md: for each sensitive triple (p, r_j, v) the twin (e_p + A_v, r_j[ATTR], v). A person
+    with two values trains both vectors, each on its own triple; it used to add the vector of the
+    person's most frequent value to both, so A_alpha learned to predict zeta."""
+    from kgnum.data import KnowledgeGraph
+    from kgnum.kernels.attributes import _augmentations, _reference_augmentations
+
+    lines = [("p0", "rel", "zeta"), ("p0", "rel", "alpha"), ("p1", "rel", "zeta"), ("p2", "rel", "zeta"),
+             ("p3", "rel", "alpha"), ("p0", "knows", "p1")]
+    names = list(dict.fromkeys(n for h, _, t in lines for n in (h, t)))
+    rels = ["rel", "knows"]
+    train = np.array([[names.index(h), rels.index(r), names.index(t)] for h, r, t in lines], dtype=np.int32)
+    empty = np.zeros((0, 3), np.int32)
+    graph = KnowledgeGraph("g", train, empty, empty, names, rels)
+    cfg = TrainConfig(model="TransE_l2", dim=8, max_steps=1, debias="rel", attribute_vectors=True).validate()
+    big = augment(graph, cfg)
+    terms, params = active_terms(cfg, big)
+    p = params[terms.index("attributes")]
+    twin = big.relation_id(twin_name("rel"))
+    rows = big.train[big.train[:, 1] == twin].astype(np.int64)
+    aug = _augmentations(p, rows[:, 0], rows[:, 1], rows[:, 2])
+    got = {(str(big.entity_names[rows[i, 0]]), str(big.entity_names[rows[i, 2]])): str(big.entity_names[a])
+           for i, side, a in aug.tolist()}
+    assert got == {(h, t): attribute_name("rel", t) for h, r, t in lines if r == "rel"}
+    for i in range(rows.shape[0]):  # the reference agrees
+        (side, a), = _reference_augmentations(p, int(rows[i, 0]), int(rows[i, 1]), int(rows[i, 2]))
+        assert str(big.entity_names[a]) == attribute_name("rel", str(big.entity_names[rows[i, 2]]))

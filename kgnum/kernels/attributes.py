@@ -3,9 +3,11 @@
 With ``--attribute-vectors`` each value v of a ``--debias`` relation j gets one learned
 vector A_v, held as an extra entity row after the graph's own (``[ATTR] j v``), and j
 gets a twin relation ``j[ATTR]`` whose triples repeat j's training triples. In a chunk,
-the person of a twin triple of j is scored as e_p + A_{v_j(p)}, and every person of a
-whitelisted triple (``--attribute-whitelist``: a relation, or a relation and tail, where
-the attribute may legitimately be used) as e_p + the sum of its attribute vectors. So the
+the person of a twin triple (p, j[ATTR], v) is scored as e_p + A_v, the triple's own value
+(a person with several values trains each of theirs), and every person of a whitelisted
+triple (``--attribute-whitelist``: a relation, or a relation and tail, where the attribute
+may legitimately be used) as e_p + the sum of its attribute vectors, one per relation (its
+most frequent value's). So the
 attribute is learned by A where it belongs, while the KL term keeps it out of e_p.
 
 Two kernels per chunk (both model-agnostic: they work on the chunk's gathered rows):
@@ -57,7 +59,9 @@ class AttrParams(NamedTuple):
     whitelisted: np.ndarray  # (n_relations,) uint8: every triple of the relation is whitelisted
     pairs: np.ndarray  # (K,) int64 sorted keys relation * n_entities + tail of whitelisted (rel, tail)
     attr_of: np.ndarray  # (J, n_entities) int64: attribute row of the entity's value of j, or -1
-    n_entities: np.int64  # rows of the table (keys of ``pairs``)
+    n_entities: np.int64  # rows of the table (keys of ``pairs`` and ``value_keys``)
+    value_keys: np.ndarray  # (V,) int64 sorted keys j * n_entities + value entity of relation j
+    value_rows: np.ndarray  # (V,) int64 the attribute row of that value
 
 
 @numba.njit(cache=True, nogil=True)
@@ -72,6 +76,14 @@ def _is_whitelisted(p, rel, tail):
 
 
 @numba.njit(cache=True, nogil=True)
+def _value_row(p, j, value):
+    """The attribute row of ``value`` of relation j, or -1."""
+    key = j * p.n_entities + value
+    i = np.searchsorted(p.value_keys, key)
+    return p.value_rows[i] if i < p.value_keys.shape[0] and p.value_keys[i] == key else -1
+
+
+@numba.njit(cache=True, nogil=True)
 def _augmentations(p, heads, rels, tails):
     """``(position, side, attribute row)`` of every attribute added to the chunk's rows
     (side 0: the head row, 1: the tail row)."""
@@ -82,7 +94,7 @@ def _augmentations(p, heads, rels, tails):
         j = p.twin_of[rels[i]]
         if j >= 0:
             side = 1 if p.person_tail[j] else 0
-            a = p.attr_of[j, tails[i] if side else heads[i]]
+            a = _value_row(p, j, heads[i] if side else tails[i])  # the triple's own value
             if a >= 0:
                 if n == out.shape[0]:
                     out = np.concatenate((out, np.empty_like(out)))
@@ -158,8 +170,9 @@ def _reference_augmentations(p, h, r, t):
     j = int(p.twin_of[r])
     if j >= 0:
         side = int(p.person_tail[j])
-        a = int(p.attr_of[j, t if side else h])
-        return [(side, a)] if a >= 0 else []
+        key = j * int(p.n_entities) + (h if side else t)
+        where = np.flatnonzero(p.value_keys == key)
+        return [(side, int(p.value_rows[where[0]]))] if where.size else []
     if not (p.whitelisted[r] or np.isin(r * int(p.n_entities) + t, p.pairs)):
         return []
     return [(side, int(a)) for side, e in ((0, h), (1, t)) for a in p.attr_of[:, e] if a >= 0]
@@ -222,6 +235,7 @@ def attribute_params(config, kg) -> AttrParams | None:
     twin_of = np.full(kg.n_relations, -1, dtype=np.int64)
     attr_of = np.full((len(names), n_e), -1, dtype=np.int64)
     person_tail = np.zeros(len(names), dtype=np.uint8)
+    value_keys, value_rows = [], []
     for j, name in enumerate(names):
         try:
             twin_of[kg.relation_id(twin_name(name))] = j
@@ -232,18 +246,23 @@ def attribute_params(config, kg) -> AttrParams | None:
         person_tail[j] = side == "tail"
         for person, value in best.items():
             attr_of[j, person] = kg.entity_id(attribute_name(name, str(kg.entity_names[value])))
+        values = np.unique(kg.train[kg.train[:, 1] == rel][:, 0 if side == "tail" else 2])
+        value_keys += (j * n_e + values).tolist()
+        value_rows += [kg.entity_id(attribute_name(name, str(kg.entity_names[v]))) for v in values.tolist()]
     whitelisted = np.zeros(kg.n_relations, dtype=np.uint8)
     pairs = np.zeros(0, dtype=np.int64)
     if config.attribute_whitelist:
         rels, rel_tails = read_whitelist(config.attribute_whitelist, kg)
         whitelisted[rels] = 1
         pairs = np.unique(rel_tails[:, 0] * n_e + rel_tails[:, 1])
-    return AttrParams(twin_of, person_tail, whitelisted, pairs, attr_of, np.int64(n_e))
+    order = np.argsort(np.array(value_keys, dtype=np.int64), kind="stable")
+    return AttrParams(twin_of, person_tail, whitelisted, pairs, attr_of, np.int64(n_e),
+                      np.array(value_keys, dtype=np.int64)[order], np.array(value_rows, dtype=np.int64)[order])
 
 
 def attribute_needs(p: AttrParams) -> np.ndarray:
     """Every attribute row (each chunk may read any of them)."""
-    return np.unique(p.attr_of[p.attr_of >= 0])
+    return np.unique(np.concatenate([p.attr_of[p.attr_of >= 0], p.value_rows]))
 
 
 def attribute_localize(p: AttrParams, gids: np.ndarray, local_of) -> AttrParams:
@@ -256,4 +275,10 @@ def attribute_localize(p: AttrParams, gids: np.ndarray, local_of) -> AttrParams:
     where = {int(g): i for i, g in enumerate(gids.tolist())}
     keep = [k for k, t in enumerate(tail.tolist()) if t in where]
     pairs = np.sort(np.array([rel[k] * n_local + where[int(tail[k])] for k in keep], dtype=np.int64))
-    return p._replace(attr_of=np.ascontiguousarray(local), pairs=pairs, n_entities=n_local)
+    j, value = np.divmod(p.value_keys, p.n_entities)
+    held = [k for k, v in enumerate(value.tolist()) if v in where]  # values this table holds
+    keys = np.array([j[k] * n_local + where[int(value[k])] for k in held], dtype=np.int64)
+    rows = local_of(p.value_rows[held]) if held else np.zeros(0, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    return p._replace(attr_of=np.ascontiguousarray(local), pairs=pairs, n_entities=n_local,
+                      value_keys=keys[order], value_rows=np.asarray(rows, dtype=np.int64)[order])
