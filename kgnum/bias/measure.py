@@ -17,7 +17,7 @@ side the data puts it. Names are the user's own strings; nothing assumes Freebas
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,8 +38,8 @@ class Sensitive:
     persons: np.ndarray  # (n,) entity ids: the person of every training triple of the relation
     values: np.ndarray  # (n,) the value of the same triple
     top_values: np.ndarray  # (<= M,) the most frequent values, most frequent first
-    entity_names: np.ndarray | None = None  # the names of the graph whose ids these are
-    relation_names: np.ndarray | None = None
+    graph: object = None  # the KnowledgeGraph whose ids these are
+    top_m: int = TOP_M
 
 
 def sensitive_relation(kg, name: str, person_side: str | None = None, top_m: int = TOP_M) -> Sensitive:
@@ -50,30 +50,16 @@ def sensitive_relation(kg, name: str, person_side: str | None = None, top_m: int
         rel, side, persons, values, top = sensitive_triples(kg, name, "--sensitive", person_side, top_m)
     except ValueError as e:  # the same one-line message, as the data error it is
         raise KGDataError(str(e)) from None
-    return Sensitive(rel, name, side, persons, values, top, kg.entity_names, kg.relation_names)
-
-
-def _same(a, b) -> bool:
-    return a is b or (len(a) == len(b) and bool(np.all(np.asarray(a, dtype=object) == np.asarray(b, dtype=object))))
+    return Sensitive(rel, name, side, persons, values, top, kg, top_m)
 
 
 def _for_model(emb, s: Sensitive) -> Sensitive:
-    """``s`` with its ids those of ``emb``'s rows, matched by name: the graph it was read from may
-    number its entities otherwise (a shuffled train.txt, a resumed or grown model)."""
-    if s.entity_names is None or (_same(s.entity_names, emb.entity_names)
-                                  and _same(s.relation_names, emb.relation_names)):
+    """``s`` with its ids those of ``emb``'s rows: read again from its graph aligned to the model by
+    name when the graph numbers its entities otherwise (a shuffled train.txt, a resumed or grown model)."""
+    if s.graph is None:
         return s
-    rows = {str(n): i for i, n in enumerate(emb.entity_names)}
-    new = np.array([rows.get(str(n), -1) for n in s.entity_names], dtype=np.int64)
-    used = np.unique(np.concatenate([s.persons, s.values]))
-    missing = used[new[used] < 0]
-    if missing.size:
-        raise KGDataError(f"--sensitive {s.name}: entity {str(s.entity_names[missing[0]])!r} is not in the model")
-    relations = [str(n) for n in emb.relation_names]
-    if s.name not in relations:
-        raise KGDataError(f"--sensitive {s.name}: the model has no such relation")
-    return replace(s, relation=relations.index(s.name), persons=new[s.persons], values=new[s.values],
-                   top_values=new[s.top_values], entity_names=emb.entity_names, relation_names=emb.relation_names)
+    kg = s.graph.aligned_to(emb.entity_names, emb.relation_names)
+    return s if kg is s.graph else sensitive_relation(kg, s.name, s.person_side, s.top_m)
 
 
 def _side_scores(emb, persons_rows, rel_rows, others_rows, person_side: str) -> np.ndarray:
