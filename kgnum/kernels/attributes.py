@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .kl import sensitive_triples
 from .memory import no_rows
 
 ATTR_TAG = "[ATTR]"
@@ -212,9 +213,12 @@ def person_values(kg, name: str, top_m: int):
     """``(relation id, person side, {person: value})`` of sensitive relation ``name``: a person
     with several values keeps the most frequent one in the graph (ties: by name, so that the
     choice does not depend on how the graph's files number the entities)."""
-    from .kl import sensitive_triples
-
     rel, side, persons, values, _ = sensitive_triples(kg, name, "--debias", top_m=top_m)
+    return rel, side, _most_frequent_values(kg, persons, values)
+
+
+def _most_frequent_values(kg, persons: np.ndarray, values: np.ndarray) -> dict[int, int]:
+    """{person: its most frequent value in the graph} over the triples (persons[i], values[i])."""
     ids, counts = np.unique(values, return_counts=True)
     names = np.asarray(kg.entity_names)[ids].astype(str)
     rank = dict(zip(ids[np.lexsort((names, -counts))].tolist(), range(ids.size)))
@@ -222,7 +226,7 @@ def person_values(kg, name: str, top_m: int):
     for person, value in zip(persons.tolist(), values.tolist()):
         if person not in best or rank[value] < rank[best[person]]:
             best[person] = value
-    return rel, side, best
+    return best
 
 
 def attribute_params(config, kg) -> AttrParams | None:
@@ -242,13 +246,13 @@ def attribute_params(config, kg) -> AttrParams | None:
         except ValueError:
             raise ValueError(f"--attribute-vectors: the graph has no twin relation {twin_name(name)!r} "
                              f"(kgnum.bias.attributes.augment adds it)") from None
-        rel, side, best = person_values(kg, name, int(config.debias_top_m))
+        rel, side, persons, values, _ = sensitive_triples(kg, name, "--debias", top_m=int(config.debias_top_m))
         person_tail[j] = side == "tail"
-        for person, value in best.items():
-            attr_of[j, person] = kg.entity_id(attribute_name(name, str(kg.entity_names[value])))
-        values = np.unique(kg.train[kg.train[:, 1] == rel][:, 0 if side == "tail" else 2])
-        value_keys += (j * n_e + values).tolist()
-        value_rows += [kg.entity_id(attribute_name(name, str(kg.entity_names[v]))) for v in values.tolist()]
+        row_of = {v: kg.entity_id(attribute_name(name, str(kg.entity_names[v]))) for v in np.unique(values).tolist()}
+        for person, value in _most_frequent_values(kg, persons, values).items():
+            attr_of[j, person] = row_of[value]
+        value_keys += [j * n_e + v for v in row_of]
+        value_rows += list(row_of.values())
     whitelisted = np.zeros(kg.n_relations, dtype=np.uint8)
     pairs = np.zeros(0, dtype=np.int64)
     if config.attribute_whitelist:
