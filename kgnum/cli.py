@@ -453,6 +453,11 @@ def _print_metrics(split: str, metrics: dict) -> None:
         print(f"{name:8s}{m['mrr']:8.4f}{m['mr']:10.1f}{m['hits@1']:9.4f}{m['hits@3']:9.4f}{m['hits@10']:9.4f}")
 
 
+def _model_exclusions(emb) -> list[str]:
+    """The relations a saved model's own evaluation leaves out (its --debias, --eval-exclude-relations)."""
+    return TrainConfig(**{k: emb.config[k] for k in _CONFIG_FLAGS if k in emb.config}).excluded_relations()
+
+
 def _public_metrics(metrics: dict) -> dict:
     return {k: metrics[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10")}
 
@@ -490,7 +495,7 @@ def cmd_train(args) -> int:
         log.info("no %s triples: no %s metrics (--eval-split none skips evaluation)", args.eval_split,
                  args.eval_split)
     elif args.eval_split != "none":
-        excluded = TrainConfig(**{k: emb.config[k] for k in _CONFIG_FLAGS if k in emb.config}).excluded_relations()
+        excluded = _model_exclusions(emb)
         metrics = kgnum.evaluate(emb, kg, args.eval_split, exclude_relations=excluded)
         if excluded:
             log.info("%s metrics without the triples of %s", args.eval_split, ", ".join(excluded))
@@ -688,11 +693,12 @@ def cmd_eval(args) -> int:
     if args.view:
         emb = emb.view(args.view)
     excluded = [r for r in (args.exclude_relations or "").split(",") if r]
-    unknown = [r for r in excluded if r not in set(map(str, emb.relation_names))]
+    known = set(map(str, emb.relation_names))
+    unknown = [r for r in excluded if r not in known]
     if unknown:  # before the graph is read; the graph's relations are matched to the model's
         raise ValueError(f"--exclude-relations: unknown relation {unknown[0]!r} (the model has no such relation)")
     # as the training run's own evaluation: a debiased model is scored without its sensitive triples
-    saved = TrainConfig(**{k: emb.config[k] for k in _CONFIG_FLAGS if k in emb.config}).excluded_relations()
+    saved = _model_exclusions(emb)
     excluded = list(dict.fromkeys(excluded + saved))
     if saved:
         log.info("%s metrics without the triples of %s (the model's --debias / --eval-exclude-relations)",
