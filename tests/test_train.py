@@ -106,7 +106,7 @@ def test_saved_names_come_back_exactly_whatever_they_hold(tmp_path):
     src = tmp_path / "train.tsv"
     src.write_text("".join(f"{h}\t{r}\t{t}\n" for h, t in zip(odd, odd[1:] + odd[:1]) for r in rel_odd),
                    newline="")
-    kg = kgnum.data.load_files(str(src), cache_dir=str(tmp_path / "cache"))
+    kg = load_files(str(src), cache_dir=str(tmp_path / "cache"))
     assert set(kg.entity_names) == set(odd) and set(kg.relation_names) == set(rel_odd)
     rng = np.random.default_rng(0)
     emb = Embeddings("DistMult", rng.normal(size=(kg.n_entities, 8)).astype(np.float32),
@@ -230,16 +230,6 @@ def test_an_interrupt_between_the_two_renames_of_a_save_keeps_the_last_model_in_
     assert renames, "the save did not move the previous copy aside"
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
     np.testing.assert_array_equal(kgnum.load(str(path)).entity, before)
-
-
-def test_names_with_a_carriage_return_or_other_line_breaks_inside_load_back(tmp_path):
-    (tmp_path / "train.txt").write_bytes("a\rb\tr\rs\tc\x85d\ne\u2028f\tr\rs\ta\rb\r\n".encode())
-    kg = load_files(str(tmp_path / "train.txt"))  # a data file may hold them within a field
-    assert sorted(kg.entity_names) == ["a\rb", "c\x85d", "e\u2028f"] and list(kg.relation_names) == ["r\rs"]
-    emb = Embeddings("TransE_l2", np.ones((3, 4)), np.ones((1, 4)), {}, kg.entity_names, kg.relation_names)
-    back = kgnum.load(emb.save(str(tmp_path / "model")))
-    assert list(back.entity_names) == list(kg.entity_names)
-    assert list(back.relation_names) == list(kg.relation_names)
 
 
 def test_load_missing_or_broken_model_is_clear(tmp_path):
