@@ -352,16 +352,25 @@ def _config_from_args(args, model: str | None = None) -> dict:
     return values
 
 
-# flags whose setting only acts together with another one: (field, the setting it needs, the values
-# that use it, why); without them the flag would be accepted and change nothing
+# flags whose setting only acts together with another one: (field, the setting it needs, whether
+# that setting uses it, why); without it the flag would be accepted and change nothing
+def _one_of(*values):
+    return lambda setting: setting in values
+
+
 _ONLY_WITH = (
-    ("gpu_placement", "backend", ("gpu",), "only with --backend gpu"),
-    ("gpu_overlap", "backend", ("gpu",), "only with --backend gpu"),
-    ("workers", "backend", ("cpu", "dask"), "not with --backend gpu, which trains one worker per device "
-                                            "(--gpus)"),
-    ("part_checkpoint_every", "backend", ("dask",), "only with --backend dask"),
-    ("debias_top_m", "debias", None, "only with --debias"),
-    ("adversarial_weight", "debias_method", ("adversarial",), "only with --debias-method adversarial"),
+    ("gpu_placement", "backend", _one_of("gpu"), "only with --backend gpu"),
+    ("gpu_overlap", "backend", _one_of("gpu"), "only with --backend gpu"),
+    ("workers", "backend", _one_of("cpu", "dask"), "not with --backend gpu, which trains one worker per "
+                                                   "device (--gpus)"),
+    ("part_checkpoint_every", "backend", _one_of("dask"), "only with --backend dask"),
+    ("debias_top_m", "debias", bool, "only with --debias"),
+    ("adversarial_weight", "debias_method", _one_of("adversarial"), "only with --debias-method adversarial"),
+    ("adv_temp", "adv", bool, "the temperature of self-adversarial weighting, which --no-adv turns off"),
+    ("patience", "valid_every", lambda every: every != 0, "early stopping needs validation; --valid-every 0 "
+                                                          "turns it off"),
+    ("valid_sample", "valid_every", lambda every: every != 0, "a sample of valid for validation, which "
+                                                              "--valid-every 0 turns off"),
 )
 
 
@@ -369,12 +378,11 @@ def _check_flags_used(args, values: dict, saved: dict | None = None) -> None:
     """Refuse an explicit flag that the run's settings (``values``, over a resumed model's ``saved``
     configuration, over TrainConfig's defaults) would ignore."""
     defaults = TrainConfig.__dataclass_fields__
-    for name, needs, used_by, why in _ONLY_WITH:
+    for name, needs, uses, why in _ONLY_WITH:
         given = getattr(args, name, None)
         if given is None:
             continue
-        setting = values.get(needs, (saved or {}).get(needs, defaults[needs].default))
-        if (not setting) if used_by is None else setting not in used_by:
+        if not uses(values.get(needs, (saved or {}).get(needs, defaults[needs].default))):
             flag = name.replace("_", "-")
             flag = (f"--{flag}" if given else f"--no-{flag}") if isinstance(given, bool) else f"--{flag} {given!r}"
             raise ValueError(f"{flag}: {why}")

@@ -304,6 +304,9 @@ def test_a_config_file_may_write_an_integer_as_a_float(tmp_path):
     (["--part-checkpoint-every", "5"], "only with --backend dask"),
     (["--debias-top-m", "5"], "--debias-top-m 5: only with --debias"),
     (["--debias", "r0", "--adversarial-weight", "3"], "only with --debias-method adversarial"),
+    (["--no-adv", "--adv-temp", "0.5"], "--adv-temp 0.5: the temperature of self-adversarial weighting"),
+    (["--valid-every", "0", "--patience", "3"], "--patience 3: early stopping needs validation"),
+    (["--valid-every", "0", "--valid-sample", "100"], "--valid-sample 100:"),
 ])
 def test_nonsensical_flag_values_are_one_line_naming_the_flag(flags, words, tmp_path, capsys):
     flags = [f.format(tmp=tmp_path) for f in flags]
