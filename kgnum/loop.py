@@ -252,8 +252,8 @@ class Validator:
                 and not prev.checkpoint and prev.valid_key == self.key):
             return
         self.best_mrr, self.best_step = float(prev.best_valid_mrr), int(prev.best_step)
-        self.best_tables = (emb.entity.copy(), emb.relation.copy(),
-                            {k: np.array(a) for k, a in (emb.views or {}).items()},
+        self.best_tables = (emb.entity.copy(), emb.relation.copy(), emb.entity_state.copy(),
+                            emb.relation_state.copy(), {k: np.array(a) for k, a in (emb.views or {}).items()},
                             {k: np.array(a) for k, a in (emb.engine_state or {}).items()})
         log.info("the loaded tables are the best so far (step %d, valid MRR %.4f): kept unless this run "
                  "validates better", self.best_step, self.best_mrr)
@@ -369,7 +369,8 @@ class Validator:
         if metrics["mrr"] > self.best_mrr:
             self.best_mrr = metrics["mrr"]
             self.best_step = steps_done
-            self.best_tables = (emb.entity, emb.relation, emb.views, emb.engine_state)
+            self.best_tables = (emb.entity, emb.relation, emb.entity_state, emb.relation_state, emb.views,
+                                emb.engine_state)
             self.bad_rounds = 0
             return stop
         self.bad_rounds += 1
@@ -623,7 +624,7 @@ class _Run:
                     validator.calibrate(rate, expected, at=(self.prev.steps + stats.steps,
                                                             self.train_seconds()))
                 if validator.due(self.prev.steps + stats.steps, before, self.train_seconds()):
-                    if validator.check(self.snapshot_emb(with_state=False), self.prev.steps + stats.steps,
+                    if validator.check(self.snapshot_emb(with_state=True), self.prev.steps + stats.steps,
                                        self.train_seconds()):
                         log.info("%s", validator.stopped_by)
                         break
@@ -639,7 +640,7 @@ class _Run:
                     and validator.stopped_by is None:  # ended by its stopping rule, after a validation
                 # the tables trained since the last validation are validated too, so that the run
                 # keeps the best of all rather than dropping that training unseen
-                validator.check(self.snapshot_emb(with_state=False), done, self.train_seconds(), final=True)
+                validator.check(self.snapshot_emb(with_state=True), done, self.train_seconds(), final=True)
             self.budget.stop()
             self.history_point(window)
 
@@ -691,7 +692,9 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
     stats = r.finish_stats(final=True)
     v = r.validator
     if v.best_tables is not None:
-        final.entity, final.relation, final.views, final.engine_state = v.best_tables
+        # the Adagrad state of the best step with its tables, so that a resume continues from that step
+        (final.entity, final.relation, final.entity_state, final.relation_state, final.views,
+         final.engine_state) = v.best_tables
         stats.restored_best = v.best_step != stats.steps  # both count over every leg
         if stats.restored_best:
             log.info("kept the best validated tables: step %d, valid MRR %.4f", v.best_step, v.best_mrr)

@@ -109,6 +109,21 @@ def test_early_stopping_keeps_the_best_tables(kg, engine):
     assert again == pytest.approx(best["valid_mrr"], abs=1e-6)
 
 
+def test_restored_best_model_is_the_model_of_its_step(kg):
+    """The tables early stopping keeps come with their own step's Adagrad state, not the last step's:
+    the model is the one a run of exactly best_step steps gives (one worker is deterministic), so a
+    resume from it continues from that step. (The last state was kept: larger, a lower learning rate.)"""
+    opts = {**OPTS, "lr": 0.5}
+    emb = kgnum.train(kg, "TransE_l2", epochs=600, valid_every=15, patience=2, backend="cpu", workers=1, **opts)
+    stats = emb.train_stats
+    assert stats["restored_best"] and stats["best_step"] < stats["steps"]
+    short = kgnum.train(kg, "TransE_l2", max_steps=stats["best_step"], valid_every=0, backend="cpu", workers=1,
+                        **opts)
+    np.testing.assert_array_equal(emb.entity, short.entity)
+    np.testing.assert_array_equal(emb.entity_state, short.entity_state)
+    np.testing.assert_array_equal(emb.relation_state, short.relation_state)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_checkpoints_load_and_resume_continues(kg, engine, tmp_path):
     out = tmp_path / "model"
