@@ -333,18 +333,21 @@ def _version() -> str:
     return __version__
 
 
-def _config_from_args(args, model: str | None = None) -> dict:
+def _config_from_args(args, model: str | None = None, saved_dim: int | None = None) -> dict:
     """Explicit flags > --config file > preset (for the chosen model) > the model's defaults.
 
     ``model``: the model when no flag or file names one (a resumed run's saved model), else
-    TrainConfig's default."""
+    TrainConfig's default; ``saved_dim``: a resumed model's dim, which -de without a dim keeps (it
+    was doubled when that model was made)."""
     fallback = model or TrainConfig.model
     values = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
     if getattr(args, "config", None):
         values = {**read_config_file(args.config), **values}
     if args.preset:
         values = {**preset_values(args.preset, values.get("model") or fallback), **values}
-    if getattr(args, "double_ent", False):  # DGL-KE's -de: entity rows of 2 x hidden_dim
+    if getattr(args, "double_ent", False) and "dim" not in values and saved_dim is not None:
+        log.info("-de: the resumed model's --dim %d", saved_dim)  # a script's flags, run again
+    elif getattr(args, "double_ent", False):  # DGL-KE's -de: entity rows of 2 x hidden_dim
         from .config import model_default  # the dim the run would have, from wherever it comes
 
         values["dim"] = 2 * values.get("dim", model_default(values.get("model") or fallback, "dim"))
@@ -475,7 +478,8 @@ def cmd_train(args) -> int:
 
     kg = _load_kg(args)
     init = kgnum.load(args.load) if args.load else None
-    options = _config_from_args(args, init.model if init else None)  # a preset for the model resumed
+    options = _config_from_args(args, init.model if init else None,  # a preset for the model resumed
+                                init.dim if init else None)
     _check_flags_used(args, options, init.config if init else None)
     model = options.pop("model", None)
     if args.resume:

@@ -108,6 +108,22 @@ def test_double_ent_doubles_the_dim_the_run_would_have(tmp_path, config, flags, 
     assert _config_from_args(args)["dim"] == dim
 
 
+def test_double_ent_on_a_resume_keeps_the_saved_dim(tmp_path, write_tsv):
+    """A resume run with the first run's -de but no --hidden_dim continues the saved model (its dim
+    was doubled when it was made); -de used to double the model's default dim, and the resume was
+    refused as another dim."""
+    import kgnum
+
+    out = tmp_path / "m"
+    data = write_tsv(kgnum.synthetic(n_entities=100, n_relations=4, n_train=2000, n_valid=50, n_test=50, seed=1),
+                     tmp_path / "syn")
+    common = ["--data_path", str(data), "--max_step", "10", "--no-progress", "--eval-split", "none"]
+    assert main(["train", *common, "--model_name", "RotatE", "--hidden_dim", "8", "-de", "--save_path", str(out)]) == 0
+    assert main(["train", *common, "--load", str(out), "-de", "--save_path", str(out)]) == 0
+    resumed = kgnum.load(str(out))
+    assert resumed.dim == 16 and resumed.train_stats["steps"] == 20
+
+
 def test_dglke_spellings_are_accepted_and_mean_the_same(tmp_path, write_tsv):
     import kgnum
 
