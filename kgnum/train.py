@@ -10,6 +10,7 @@ heavy dependencies.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import math
@@ -240,6 +241,14 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
     graph = kg
     kg = training_graph(kg, cfg)
     augmented = kg is not graph  # attribute rows and twin relations, stripped from the saved model
+    if init is not None and not augmented and attribute_rows(init.entity_names).any():
+        # a checkpoint of a run with attribute vectors, resumed without them: they would be saved with
+        # the model, never trained, and the twin relations with them
+        from .bias.attributes import strip
+
+        log.info("this run has no --attribute-vectors: the loaded model's attribute vectors and twin "
+                 "relations are dropped")
+        init = strip(copy.copy(init))
     if init is not None:
         init = grown(init, kg, cfg)
         kg = kg.aligned_to(init.entity_names, init.relation_names)

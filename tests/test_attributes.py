@@ -192,6 +192,31 @@ def test_kl_with_attribute_vectors_debiases_and_saves_the_graphs_own_rows(kg, wh
     assert kgnum.evaluate(saved, kg, exclude_relations=free)["mrr"] >= 0.9 * other
 
 
+def test_a_checkpoint_resumed_without_attribute_vectors_saves_none_of_them(kg, whitelist, tmp_path):
+    """A run with attribute vectors that fails leaves a checkpoint holding the attribute rows and twin
+    relations; resumed without --attribute-vectors, the saved model has only the graph's own rows
+    (they were kept, untrained, with names no graph has)."""
+    out = tmp_path / "m"
+
+    def fail_after_a_checkpoint(step, mrr, seconds):
+        if (out / "config.json").exists():
+            raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        kgnum.train(kg, "TransE_l2", dim=8, epochs=200, valid_every=20, workers=1, progress=False, debias="gender",
+                    attribute_whitelist=whitelist, save=str(out), checkpoint_every=0.001,
+                    on_validation=fail_after_a_checkpoint)
+    checkpoint = kgnum.load(str(out))
+    assert checkpoint.train_stats["checkpoint"] and checkpoint.n_entities > kg.n_entities  # the attribute rows
+    resumed = kgnum.train(kg, init=checkpoint, max_steps=5, attribute_vectors=False, attribute_whitelist=None,
+                          save=str(out), progress=False)
+    assert list(resumed.entity_names) == list(kg.entity_names)
+    assert list(resumed.relation_names) == list(kg.relation_names)
+    saved = kgnum.load(str(out))
+    assert saved.n_entities == kg.n_entities and saved.relation.shape[0] == kg.n_relations
+    assert checkpoint.n_entities > kg.n_entities  # the loaded model itself is left as it was
+
+
 def test_validation_ranks_only_the_returned_models_entities(kg, whitelist):
     """The attribute rows leave the returned model, so validation must not rank them: the best
     valid MRR the run reports is the returned model's own."""
