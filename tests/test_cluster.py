@@ -162,6 +162,35 @@ def test_a_resume_that_fails_to_start_keeps_the_part_checkpoints(kg, tmp_path):
     assert again.train_stats["steps"] == saved.train_stats["steps"] > 0
 
 
+def test_a_part_checkpoint_holds_the_steps_it_is_labelled_with(kg, tmp_path):
+    """A resume from the part checkpoints continues from the step they are labelled with, so the label
+    must count exactly the steps in their rows. A part writes its file between two of its own rounds,
+    not necessarily those of the round that asked for it (rounds are pipelined), so each file counts
+    the steps its part had trained (the label was the steps reported when the checkpoint was asked
+    for: a round or two low). One part trains deterministically, so the rows at label L are those of a
+    run of L steps."""
+    from kgnum.train import initial_embeddings, make_engine, make_job, resolve_config
+
+    parts = str(tmp_path / "parts")
+    options = {k: v for k, v in OPTS.items() if k not in ("model", "progress")}
+    cfg = resolve_config(OPTS["model"], {**options, "backend": "dask", "parts": 1, "checkpoint_dir": parts,
+                                         "part_checkpoint_every": 1e-6, "max_steps": 1200}, None)
+    engine = make_engine(cfg, kg, SHARED_CLUSTER)
+    try:
+        engine.open(make_job(kg, cfg, initial_embeddings(kg, cfg, None)))
+        # rounds of 300 steps, each submitted while the one before is in flight; every one checkpoints
+        reported = [engine.advance(300 if k == 0 else 600).steps for k in range(4)] + [engine.stop().steps]
+    finally:
+        engine.close()
+    assert reported == [0, 300, 300, 300, 300]
+    saved = assemble(parts)
+    label = saved.train_stats["steps"]
+    assert label in (600, 900, 1200)  # the last round's file: after rounds 2, 3 or 4 had trained
+    again = kgnum.train(kg, max_steps=label, backend="dask", parts=1, client=SHARED_CLUSTER, **OPTS)
+    np.testing.assert_array_equal(again.entity, saved.entity)
+    np.testing.assert_array_equal(again.entity_state, saved.entity_state)
+
+
 def test_a_killed_worker_is_replaced_from_its_checkpoint(kg, monkeypatch, caplog, tmp_path):
     base = dict(epochs=30, backend="dask", local_cluster=2, part_checkpoint_every=0.01, **OPTS)
     undisturbed = kgnum.train(kg, **base)

@@ -2,7 +2,9 @@
 
     DIR/cluster.json          model, dim, parts, the run's configuration, the step of each part's file
     DIR/entities.tsv, relations.tsv, entity_owner.npy, relation_owner.npy   (written by the driver)
-    DIR/part_<p>.npz          that part's own rows and Adagrad state, its relations, the step
+    DIR/part_<p>.npz          that part's own rows and Adagrad state, its relations, the step, and
+                              the steps the part had trained when it wrote them (``part_steps``;
+                              their sum is the step a resume continues from)
                               (written by the worker holding the part, to a temporary file renamed
                               into place: a crash leaves the previous file)
 
@@ -30,10 +32,13 @@ def part_path(directory: str, part: int) -> str:
     return os.path.join(directory, f"part_{part}.npz")
 
 
-def write_part(directory, part, step, ids, rows, state, rel_ids, rel_rows, rel_state) -> None:
+def write_part(directory, part, step, ids, rows, state, rel_ids, rel_rows, rel_state, part_steps: int = 0) -> None:
+    """``step``: the run's step when the checkpoint was asked for; ``part_steps``: the steps this part
+    itself had trained in this leg when it wrote its rows (their sum over the parts is the run's
+    step the files hold)."""
     with atomic_file(part_path(directory, part), suffix=".npz") as tmp:
         np.savez(tmp, ids=ids, rows=rows, state=state, rel_ids=rel_ids, rel_rows=rel_rows, rel_state=rel_state,
-                 step=np.int64(step))
+                 step=np.int64(step), part_steps=np.int64(part_steps))
 
 
 def read_part(directory: str, part: int) -> dict:
@@ -83,7 +88,11 @@ def assemble(directory: str):
     if np.isnan(entity).any() or np.isnan(relation).any():
         raise ValueError(f"{flag}: the part checkpoints do not cover every entity and relation")
     stats = dict(meta.get("train_stats") or {})
-    stats["steps"] = int(stats.get("steps", 0)) + min(int(saved["step"]) for saved in parts)  # + earlier legs
+    # + earlier legs: the steps the parts' rows hold (a part writes its file between two of its rounds,
+    # which need not be the rounds the checkpoint was asked in)
+    held = sum(int(saved["part_steps"]) for saved in parts) if all("part_steps" in saved for saved in parts) \
+        else min(int(saved["step"]) for saved in parts)  # files written before part_steps
+    stats["steps"] = int(stats.get("steps", 0)) + held
     emb = Embeddings(meta["model"], entity, relation, meta["config"], names["entities"], names["relations"],
                      entity_state, relation_state, stats)
     return emb

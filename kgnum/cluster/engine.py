@@ -37,7 +37,7 @@ from ..kernels.terms import needed_entities
 from ..loop import Job, Report, TrainingDiverged
 from . import store
 from ..files import atomic_directory, check_output_dir
-from .checkpoint import MANIFEST, write_manifest, write_part
+from .checkpoint import MANIFEST, read_part, write_manifest, write_part
 
 log = logging.getLogger("kgnum")
 
@@ -98,7 +98,6 @@ class DaskEngine:
         self.workers = len(set(self.addr))
         self.steps_by_worker = {}
         self.part_steps = [0] * P
-        self.ckpt_part_steps = [0] * P
         self.steps_done = 0
         self.checkpoint_dir = self._checkpoint_dir()
         needs = needed_entities(job.terms, job.params.terms)
@@ -173,19 +172,17 @@ class DaskEngine:
         reports = [self._on(p, store.pick, train[p], 0) for p in range(P)]
         msgs = [[self._on(p, store.pick, train[p], 1 + q) if q != p else None for q in range(P)] for p in range(P)]
         self.msgs, self.resp, self.prev = msgs, resp, reports
-        self.pending.append((reports, total, [serve, resp, train, reports, msgs], checkpoint))
+        self.pending.append((reports, total, [serve, resp, train, reports, msgs]))
         self.in_flight += total
 
     def _collect(self, round_) -> Report:
-        reports, total, futures, checkpoint = round_
+        reports, total, futures = round_
         try:
             got = self._wait(reports)
         except _PartsLost as lost:
             self._recover(lost.parts, [futures] + [r[2] for r in self.pending])
             return Report(0, 0, 0.0)
         self.in_flight -= total
-        if checkpoint:
-            self.ckpt_part_steps = list(self.part_steps)
         out = Report(0, 0, 0.0)
         for r in got:
             if not math.isfinite(r["loss_sum"]):
@@ -429,11 +426,12 @@ class DaskEngine:
             load = {a: sum(1 for q, b in enumerate(self.addr) if b == a and q not in lost) for a in live}
             target = min(live, key=lambda a: (load[a], a))
             self.addr[p] = target
-            lost_steps = self.part_steps[p] - self.ckpt_part_steps[p]
+            held = int(read_part(self.checkpoint_dir, p).get("part_steps", 0))  # what its file holds
+            lost_steps = self.part_steps[p] - held
             log.warning("dask worker %s is gone: part %d re-created on %s from its checkpoint (%d of its steps "
                         "lost, and every part's remote-row updates of the round in flight)", dead, p, target,
                         lost_steps)
-            self.part_steps[p] = self.ckpt_part_steps[p]
+            self.part_steps[p] = held
         futures = []
         for p in range(self.parts):
             if p in lost:

@@ -117,7 +117,8 @@ class Response(NamedTuple):
 
 
 class PartStore:
-    def __init__(self, spec: PartSpec, own_rows, own_state, relation, relation_state, step: int = 0):
+    def __init__(self, spec: PartSpec, own_rows, own_state, relation, relation_state, step: int = 0,
+                 part_steps: int = 0):
         _keep_freed_memory()
         self.spec = spec
         p = spec.part
@@ -172,6 +173,7 @@ class PartStore:
         self.chunk_index = 0
         self.rounds = 0
         self.step = step  # global step count at the last checkpoint (reported in a recovery)
+        self.part_steps = part_steps  # steps this part has trained in this leg (its rows hold them)
         self.trained_until = None
         self.wants = collections.deque()  # (pool ids, local rows per part) of each install asked for
         self.wants_drawn = False
@@ -260,6 +262,7 @@ class PartStore:
         base_rel = self.relation[self.other_rel].copy()
         base_rel_state = self.relation_state[self.other_rel].copy()
         steps, positives, loss = self._run(n_steps)
+        self.part_steps += steps
         trained = time.perf_counter()
         messages = self._deltas(base, base_state, base_rel, base_rel_state)
         pushed = sum(m.nbytes() for m in messages if m is not None)
@@ -319,7 +322,7 @@ class PartStore:
                 self.relation[self.own_rel].copy(), self.relation_state[self.own_rel].copy())
 
     def checkpoint(self, step: int) -> None:
-        write_part(self.spec.checkpoint_dir, self.spec.part, step, *self.rows())
+        write_part(self.spec.checkpoint_dir, self.spec.part, step, *self.rows(), part_steps=self.part_steps)
         self.step = step
 
 
@@ -362,7 +365,8 @@ def restore(spec: PartSpec) -> list:
     relation_state = np.zeros(spec.relation_owner.shape[0], np.float32)
     relation[saved["rel_ids"]] = saved["rel_rows"]
     relation_state[saved["rel_ids"]] = saved["rel_state"]
-    store = PartStore(spec, saved["rows"], saved["state"], relation, relation_state, int(saved["step"]))
+    store = PartStore(spec, saved["rows"], saved["state"], relation, relation_state, int(saved["step"]),
+                      int(saved.get("part_steps", 0)))
     _STORES[(spec.run_id, spec.part)] = store
     return [store.requests(), store.requests()]
 
