@@ -64,14 +64,15 @@ def read_triples(path: str, delimiter: str = "tab") -> list[tuple[str, str, str]
 
 def split_triples(rows: list, ratios: tuple, seed: int) -> dict[str, list]:
     """{"train", "valid", "test"}: lists of rows; every entity and relation of valid/test is in train.
-    The shares are of distinct triples; every copy of a repeated triple goes to the same split."""
+    The shares are of distinct triples; every copy of a repeated triple goes to the same split. The same
+    triples in another order, with the same seed, split the same way."""
     copies: dict[tuple, list[int]] = {}  # triple -> its rows, in order of first appearance
     for i, row in enumerate(rows):
         copies.setdefault(row, []).append(i)
     if len(copies) < len(rows):
         log.info("%d lines repeat an earlier triple; each copy goes to the split of its first",
                  len(rows) - len(copies))
-    distinct = list(copies)
+    distinct = sorted(copies)  # which triple goes where depends on the triples and the seed, not the line order
     order = np.random.default_rng(seed).permutation(len(distinct))
     seen_e: set = set()
     seen_r: set = set()

@@ -52,6 +52,27 @@ def test_a_repeated_triple_stays_in_one_split(tmp_path):
     assert len(parts["valid"]) > 50 and len(parts["test"]) > 50
 
 
+def test_the_same_triples_in_another_order_split_the_same_way(tmp_path):
+    """A seed names one split of a graph: the file's line order (a sort, a concatenation in another
+    order) does not move a triple to another split; each split keeps its input's order."""
+    import random
+
+    src = tmp_path / "all.tsv"
+    lines = write_graph(src, n=2000)
+    shuffled = list(lines)
+    random.Random(5).shuffle(shuffled)
+    (tmp_path / "shuffled.tsv").write_text("\n".join(shuffled) + "\n")
+    parts = {}
+    for name in ("all", "shuffled"):
+        out = tmp_path / f"split_{name}"
+        assert main(["split", str(tmp_path / f"{name}.tsv"), "--seed", "2", "--out", str(out)]) == 0
+        parts[name] = {s: (out / f"{s}.txt").read_text().splitlines() for s in ("train", "valid", "test")}
+    for s in ("train", "valid", "test"):
+        assert sorted(parts["all"][s]) == sorted(parts["shuffled"][s])
+    order = {line: i for i, line in enumerate(shuffled)}
+    assert parts["shuffled"]["test"] == sorted(parts["shuffled"]["test"], key=order.get)
+
+
 @pytest.mark.parametrize("ratios", ["0.8,0.1", "0.9,0.1,0.1", "0,0.5,0.5", "a,b,c"])
 def test_bad_ratios_are_one_line(ratios, tmp_path, capsys):
     src = tmp_path / "all.tsv"
