@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 import kgnum
-from kgnum.bias.measure import difference_in_scores, probe, read_names, sensitive_relation, target_bias
+from kgnum.bias.measure import difference_in_scores, probe, read_display_names, sensitive_relation, target_bias
 
 FB_SENSITIVE = ["/people/person/gender", "/people/person/religion", "/people/person/nationality",
                 "/people/ethnicity/people"]
@@ -126,7 +126,7 @@ def attribute_whitelist(args, kg) -> str:
     if args.whitelist:
         return args.whitelist
     relations = [r for r in args.sensitive.split(",") if r]
-    names = read_names(os.path.join(kg.source or "", "entity_names.tsv"))
+    names = read_display_names(os.path.join(kg.source or "", "entity_names.tsv"))
     pairs = gendered_tails(kg, relations[0], "award", names, GENDERED_WORDS)
     path = "bench/out/whitelist_%s.tsv" % kg.name.replace("/", "_")
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -348,7 +348,7 @@ def main():
             json.dump(runs, f, indent=1, default=float)
     if args.plot and values:
         names_file = os.path.join(kg.source or "", "entity_names.tsv")
-        names = read_names(names_file) if kg.source and os.path.exists(names_file) else {}
+        names = read_display_names(names_file) if kg.source and os.path.exists(names_file) else {}
         _plot(runs, args.plot, [c for c in ("basic", "kl+attr" if "kl+attr" in shown else "kl") if c in shown], names,
               [names.get(v, v) for v in values])
 

@@ -577,7 +577,7 @@ def cmd_tune(args) -> int:
 
 def cmd_bias(args) -> int:
     import kgnum
-    from .bias.measure import (difference_in_scores, plot_targets, probe, read_names, sensitive_relation,
+    from .bias.measure import (difference_in_scores, plot_targets, probe, read_display_names, sensitive_relation,
                                target_bias)
 
     started = time.perf_counter()
@@ -602,7 +602,7 @@ def cmd_bias(args) -> int:
     names_file = args.names or (os.path.join(kg.source, "entity_names.tsv")
                                 if kg.source and os.path.exists(os.path.join(kg.source, "entity_names.tsv"))
                                 else None)
-    names = read_names(names_file) if names_file else {}
+    names = read_display_names(names_file) if names_file else {}
     report = {"model": emb.model, "dim": emb.dim, "view": args.view, "difference_in_scores": {}, "probe": {},
               "person_side": {}}
     print(f"{'sensitive relation':40s} {'side':>5s} {'D':>8s} {'probe':>7s} {'majority':>9s}")

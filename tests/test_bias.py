@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import kgnum
-from kgnum.bias.measure import difference_in_scores, probe, read_names, sensitive_relation, target_bias
+from kgnum.bias.measure import difference_in_scores, probe, read_display_names, sensitive_relation, target_bias
 from kgnum.bias.planted import planted_bias_graph
 from kgnum.cli import main
 from kgnum.data import KGDataError
@@ -176,7 +176,7 @@ def test_names_file_keeps_its_first_entity_and_names_holding_line_breaks(tmp_pat
     first entity too, and the entity names are split at newlines only, as the loaders split them."""
     path = tmp_path / "entity_names.tsv"
     path.write_bytes("\ufeff/m/a\tAlice\r\ncarriage\rreturn\tCR\r\nnext\x85line\tNEL\n".encode("utf-8"))
-    assert read_names(str(path)) == {"/m/a": "Alice", "carriage\rreturn": "CR", "next\x85line": "NEL"}
+    assert read_display_names(str(path)) == {"/m/a": "Alice", "carriage\rreturn": "CR", "next\x85line": "NEL"}
 
 
 def test_the_report_does_not_depend_on_the_order_of_the_triples(kg, trained, tmp_path, monkeypatch, write_tsv):

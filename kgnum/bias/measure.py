@@ -225,7 +225,7 @@ def probe(emb, sensitive: Sensitive, seed: int = 0) -> dict:
             "persons": int(y.size), "classes": int(np.unique(y).size)}
 
 
-def read_names(path: str) -> dict[str, str]:
+def read_display_names(path: str) -> dict[str, str]:
     """``entity<TAB>display name`` lines (e.g. FB15k-237's entity_names.tsv). As in the loaders, a
     byte-order mark is skipped and lines end at "\\n" (a CRLF's "\\r" dropped): an entity name may
     hold a lone "\\r"."""
