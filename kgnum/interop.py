@@ -67,12 +67,21 @@ def _config_number(cfg: dict, key: str, where: str, default, integer: bool = Fal
 
 
 def _read_map(folder: str, kind: str, what: str, configured=None, delimiter=None) -> list[str]:
-    """Row names from the map file config.json names (``configured``, relative to ``folder``),
-    else the dataset's ``<kind>.dict`` or ``<kind>.tsv``: lines ``id<TAB>name``, or ``id<delimiter>name``
-    with the run's ``delimiter`` (a raw_udd_* run writes its map files so), split at the first one."""
-    names = [configured] if isinstance(configured, str) and configured else []
+    """Row names from the map file config.json names (``configured``, relative to ``folder``, or
+    its base name there; an error when neither is there), else the dataset's ``<kind>.dict`` or
+    ``<kind>.tsv``: lines ``id<TAB>name``, or ``id<delimiter>name`` with the run's ``delimiter`` (a
+    raw_udd_* run writes its map files so), split at the first one."""
     delimiters = (delimiter, "\t") if isinstance(delimiter, str) and delimiter else ("\t",)
-    for name in (*names, f"{kind}.dict", f"{kind}.tsv"):
+    if isinstance(configured, str) and configured:
+        # only the file the run used: another map numbers the names otherwise, and every row would
+        # get another one's name; a path on the training machine is looked for by its name here
+        for name in dict.fromkeys((configured, os.path.basename(configured))):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return _read_dict(path, what, delimiters=delimiters)
+        raise KGDataError(f"--data-path {folder}: no {configured}, the {what} map the DGL-KE run used "
+                          f"(its config.json names it); give the folder that holds it")
+    for name in (f"{kind}.dict", f"{kind}.tsv"):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             return _read_dict(path, what, delimiters=delimiters)

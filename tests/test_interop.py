@@ -230,3 +230,25 @@ def test_names_holding_a_tab_come_back_from_export(tmp_path):
     export_dglke(emb, str(out))
     back = import_dglke(str(out), str(out))
     assert list(back.entity_names) == names and list(back.relation_names) == ["r\t0", "r1", "r2"]
+
+
+def test_import_refuses_a_folder_without_the_map_files_config_json_names(tmp_path, capsys):
+    """An export names its rows in entities.tsv (config.json's emap_file); imported with a dataset
+    folder that holds only entities.dict, numbered otherwise, every row took another entity's name
+    and the model evaluated at chance, silently."""
+    from kgnum.embeddings import Embeddings
+
+    save, data = make_dglke_dir(tmp_path, "DistMult")
+    emb = import_dglke(str(save), str(data))
+    out = tmp_path / "exported"
+    export_dglke(Embeddings("DistMult", emb.entity[::-1].copy(), emb.relation, {"gamma": GAMMA},
+                            list(emb.entity_names)[::-1], list(emb.relation_names)), str(out))
+    with pytest.raises(KGDataError, match="no entities.tsv, the entity map"):
+        import_dglke(str(out), str(data))
+    assert main(["import-dglke", str(out), "--data-path", str(data), "--out", str(tmp_path / "m")]) == 2
+    assert "no entities.tsv" in capsys.readouterr().err
+    back = import_dglke(str(out), str(out))  # the folder holding the map files the export wrote
+    assert list(back.entity_names) == list(emb.entity_names)[::-1]
+    cfg = json.loads((out / "config.json").read_text())  # paths of the machine that trained
+    (out / "config.json").write_text(json.dumps({**cfg, "emap_file": "/elsewhere/entities.tsv"}))
+    assert list(import_dglke(str(out), str(out)).entity_names) == list(emb.entity_names)[::-1]
