@@ -233,7 +233,10 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
         check_output_dir(save, "save=", "config.json")
     if kg.train.shape[0] == 0:
         raise ValueError("the training split is empty")
+    resumed = {str(r) for r in init.relation_names} if init is not None else set()
     for name in [r for r in (cfg.eval_exclude_relations or "").split(",") if r]:  # before training, not at its end
+        if name in resumed:  # the loaded model's own (the graph may be a subset of its names)
+            continue
         try:
             kg.relation_id(name)
         except ValueError:

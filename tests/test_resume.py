@@ -7,6 +7,7 @@ graph resumes to the very same tables).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -226,3 +227,22 @@ def test_a_worker_count_from_a_bigger_machine_is_capped_to_this_ones_cores(first
     assert f"--workers {available_cores() + 62} -> {available_cores()}" in caplog.text
     kept = kgnum.train(kg, init=kgnum.load(str(path)), max_steps=5, progress=False)  # a count that fits stays
     assert kept.config["workers"] == meta["config"]["workers"]
+
+
+def test_resume_on_a_graph_without_the_saved_eval_excluded_relation(small_kg, tmp_path, write_tsv):
+    """A model saved with --eval-exclude-relations resumes on a subset of its graph that lacks that
+    relation (as kgnum eval of the same model and graph does); it was refused as a flag naming no
+    relation of the graph, a flag this run was never given."""
+    rel = str(small_kg.relation_names[0])
+    emb = kgnum.train(small_kg, "DistMult", dim=8, max_steps=20, valid_every=0, workers=1, progress=False,
+                      eval_exclude_relations=rel)
+    path = emb.save(str(tmp_path / "model"))
+    kept = {s: small_kg.split(s)[small_kg.split(s)[:, 1] != 0] for s in ("train", "valid", "test")}
+    folder = write_tsv(dataclasses.replace(small_kg, **kept), tmp_path / "without")
+    sub = load_dataset(str(folder), unseen="skip", cache_dir=str(tmp_path / "cache"))
+    assert rel not in set(map(str, sub.relation_names))
+    out = kgnum.train(sub, init=kgnum.load(path), max_steps=5, valid_every=0, workers=1, progress=False)
+    assert out.train_stats["steps"] == 25
+    assert main(["eval", "--load", path, "--data-path", str(folder), "--unseen", "skip"]) == 0
+    assert main(["train", "--load", path, "--data-path", str(folder), "--unseen", "skip", "--max-steps", "5",
+                 "--no-progress", "--eval-split", "test"]) == 0
