@@ -336,6 +336,7 @@ def metrics_from_ranks(ranks: np.ndarray) -> dict:
         raise ValueError(f"ranks must be a non-empty 1-D array, got shape {r.shape}")
     if not np.all(np.isfinite(r)) or r.min() < 1:
         raise ValueError("ranks must be finite and >= 1")
+    r = np.sort(r)  # the same ranks in another order (a shuffled test file) give the same floats
     return {
         "mrr": float(np.mean(1.0 / r)),
         "mr": float(np.mean(r)),

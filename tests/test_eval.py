@@ -193,6 +193,14 @@ def test_nan_true_score_is_worst_rank():
     np.testing.assert_array_equal(r["tail"], [4.0, 2.0, 1.0])
 
 
+def test_metrics_do_not_depend_on_the_order_of_the_ranks():
+    """A test file in another line order gives the same metrics to the last bit (a JSON diff of two
+    evaluations of the same model shows nothing), not sums that differ in the last digit."""
+    rng = np.random.default_rng(0)
+    ranks = np.maximum(1.0, rng.integers(1, 500, 20000) + rng.random(20000).round(1))
+    assert metrics_from_ranks(ranks) == metrics_from_ranks(ranks[rng.permutation(ranks.size)])
+
+
 def test_metrics_from_ranks_hand_computed():
     m = metrics_from_ranks(np.array([1, 2, 4, 20]))
     assert set(m) == {"mrr", "mr", "hits@1", "hits@3", "hits@10"}
