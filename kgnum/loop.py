@@ -479,6 +479,16 @@ def _signals_held(pending: list):
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
+def save_interruptible(emb, path: str) -> None:
+    """``emb.save(path)`` with SIGTERM (and SIGINT) raising, as during the run: a signal while the
+    final model is written stops with TrainingInterrupted and the half-written copy removed (the
+    previous checkpoint kept), not with the process killed beside a hidden temporary folder."""
+    with _interrupts_raise() as received:
+        emb.save(path)
+    if received:  # its exception was swallowed meanwhile (see _interrupts_raise): the model is saved
+        raise _interrupt_for(received[0])
+
+
 def _interrupt_under(error: SystemError) -> KeyboardInterrupt | None:
     """The interrupt at the root of ``error``'s causes, if that is what it is. A signal handler
     that raises inside a compiled function's call (in Numba's own Python helpers, such as its
@@ -700,5 +710,5 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
             log.info("kept the best validated tables: step %d, valid MRR %.4f", v.best_step, v.best_mrr)
     final.train_stats = stats.to_dict()
     if save and save_final:
-        final.save(save)
+        save_interruptible(final, save)
     return final
