@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -441,7 +442,8 @@ def _interrupts_raise():
     A handler's exception surfaces in whatever Python code the main thread runs at that moment,
     and some code swallows it: a gc callback (dask installs one), a ``__del__``, a weakref
     callback print "Exception ignored in ..." and go on. So each signal is also remembered, and
-    the loop raises it at its next step (``_Run.raise_received``) if it was lost."""
+    the loop raises it at its next step (``_Run.raise_received``) if it was lost; Python's report of
+    it (a traceback before the one-line exit) is not printed."""
     received: list = []
     if threading.current_thread() is not threading.main_thread():
         yield received  # signal handlers can only be set from the main thread
@@ -451,12 +453,21 @@ def _interrupts_raise():
         received.append(signal.Signals(signum))
         raise _interrupt_for(signum)
 
+    report = sys.unraisablehook
+
+    def unraisable(info):
+        if received and isinstance(info.exc_value, KeyboardInterrupt):
+            return  # the signal's own exception, swallowed where it landed: raised again, not printed
+        report(info)
+
     sigs = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is signal.default_int_handler
                                else [])  # a SIGINT the caller ignores or handles stays theirs
     old = {sig: signal.signal(sig, on_signal) for sig in sigs}
+    sys.unraisablehook = unraisable
     try:
         yield received
     finally:
+        sys.unraisablehook = report
         for sig, handler in old.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
