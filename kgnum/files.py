@@ -62,11 +62,11 @@ def atomic_directory(path: str, marker: str):
         os.rename(path, old)
         os.rename(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         if old is not None and os.path.isdir(old) and not os.path.exists(path):
             os.rename(old, path)  # stopped between the two renames (a signal): the previous copy goes back
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _raise_naming(e, path)
 
 
 def write_names(path: str, names) -> None:
@@ -94,10 +94,18 @@ def atomic_file(path: str, suffix: str = ""):
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+        _raise_naming(e, path)
+
+
+def _raise_naming(error: BaseException, path: str):
+    """Re-raise ``error``; an OSError that names no file (a write to a full disk: "No space left on
+    device") is raised naming ``path``, the file or folder that could not be written."""
+    if isinstance(error, OSError) and not error.filename and error.errno and error.strerror:
+        raise OSError(error.errno, error.strerror, path) from error
+    raise error
 
 
 def write_json(path: str, payload, **dump) -> None:

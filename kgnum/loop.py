@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -441,7 +442,8 @@ def _interrupts_raise():
     A handler's exception surfaces in whatever Python code the main thread runs at that moment,
     and some code swallows it: a gc callback (dask installs one), a ``__del__``, a weakref
     callback print "Exception ignored in ..." and go on. So each signal is also remembered, and
-    the loop raises it at its next step (``_Run.raise_received``) if it was lost."""
+    the loop raises it at its next step (``_Run.raise_received``) if it was lost; Python's report of
+    it (a traceback before the one-line exit) is not printed."""
     received: list = []
     if threading.current_thread() is not threading.main_thread():
         yield received  # signal handlers can only be set from the main thread
@@ -451,12 +453,21 @@ def _interrupts_raise():
         received.append(signal.Signals(signum))
         raise _interrupt_for(signum)
 
+    report = sys.unraisablehook
+
+    def unraisable(info):
+        if received and isinstance(info.exc_value, KeyboardInterrupt):
+            return  # the signal's own exception, swallowed where it landed: raised again, not printed
+        report(info)
+
     sigs = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is signal.default_int_handler
                                else [])  # a SIGINT the caller ignores or handles stays theirs
     old = {sig: signal.signal(sig, on_signal) for sig in sigs}
+    sys.unraisablehook = unraisable
     try:
         yield received
     finally:
+        sys.unraisablehook = report
         for sig, handler in old.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
@@ -477,6 +488,16 @@ def _signals_held(pending: list):
     finally:
         for sig, old in held.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+def save_interruptible(emb, path: str) -> None:
+    """``emb.save(path)`` with SIGTERM (and SIGINT) raising, as during the run: a signal while the
+    final model is written stops with TrainingInterrupted and the half-written copy removed (the
+    previous checkpoint kept), not with the process killed beside a hidden temporary folder."""
+    with _interrupts_raise() as received:
+        emb.save(path)
+    if received:  # its exception was swallowed meanwhile (see _interrupts_raise): the model is saved
+        raise _interrupt_for(received[0])
 
 
 def _interrupt_under(error: SystemError) -> KeyboardInterrupt | None:
@@ -700,5 +721,5 @@ def run(engine: Engine, job: Job, kg, cfg, emb, save: str | None = None,
             log.info("kept the best validated tables: step %d, valid MRR %.4f", v.best_step, v.best_mrr)
     final.train_stats = stats.to_dict()
     if save and save_final:
-        final.save(save)
+        save_interruptible(final, save)
     return final

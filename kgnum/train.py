@@ -27,7 +27,7 @@ from .kernels.attributes import attribute_rows
 from .kernels.sampling import degree_cdf
 from .kernels.step import Tables, step_params
 from .kernels.terms import active_terms
-from .loop import Engine, Job, Budget, run
+from .loop import Engine, Job, Budget, run, save_interruptible
 
 log = logging.getLogger("kgnum")
 
@@ -278,5 +278,5 @@ def train(kg: KnowledgeGraph, model: str | None = None, *, init: Embeddings | No
         mine = graph.aligned_to(out.entity_names, out.relation_names)
         out.known_triples = {split: mine.split(split) for split in ("train", "valid", "test")}
         if save:
-            out.save(save)
+            save_interruptible(out, save)
     return out

@@ -294,8 +294,9 @@ def test_a_signal_whose_exception_is_swallowed_still_stops_the_run(kg, monkeypat
     class RaisesTheSignal:
         def __del__(self):
             signal.raise_signal(signum)
+            went_on.append(1)  # not reached: the handler's exception ends __del__ here
 
-    swallowed, calls = [], []
+    swallowed, calls, went_on = [], [], []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
     advance = InProcessEngine.advance
 
@@ -313,7 +314,10 @@ def test_a_signal_whose_exception_is_swallowed_still_stops_the_run(kg, monkeypat
     finally:
         signal.signal(signal.SIGINT, old)
     assert type(info.value) is raised
-    assert swallowed == [raised], "the signal's own exception was swallowed"
+    assert went_on == [], "the signal's exception was not raised in __del__"
+    # Python reports an exception a __del__ (a ctypes callback of Numba's compiler, a gc callback)
+    # swallows with its traceback: printed before the one-line exit, it is not reported
+    assert swallowed == [], "the signal's own exception was reported"
     assert len(calls) == 3, "the run stopped right after the call the signal arrived in"
 
 

@@ -1,5 +1,7 @@
 """Single-process training: learning, determinism, stopping rules, save/load/resume."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -200,6 +202,74 @@ def test_failed_save_keeps_last_good_checkpoint(small_kg, tmp_path, monkeypatch)
     monkeypatch.undo()
     assert np.array_equal(kgnum.load(path).entity, before)
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no half-written temporary left behind
+
+
+def test_a_full_disk_on_save_names_the_folder_it_could_not_write(tmp_path, monkeypatch, capsys):
+    """A write to a full disk fails with "[Errno 28] No space left on device" and no file name (np.save
+    writes through a file object): the CLI's one line said only that, not which --save it was."""
+    import errno
+
+    from kgnum.cli import main
+
+    path = tmp_path / "model"
+    args = ["train", "--dataset", "synthetic", "--dim", "8", "--max-steps", "2", "--workers", "1",
+            "--no-progress", "--eval-split", "none", "--save", str(path)]
+    assert main(args) == 0
+    before = kgnum.load(str(path)).entity.copy()
+    capsys.readouterr()
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "save", full_disk)
+    assert main(args + ["--seed", "1"]) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"kgnum train: error: {path}: No space left on device"], err
+    np.testing.assert_array_equal(kgnum.load(str(path)).entity, before)
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+_SIGNALLED_FINAL_SAVE = """
+import os, signal, sys
+import numpy as np
+import kgnum.embeddings
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even under a background runner
+from kgnum.cli import main
+
+real_save, real_np_save = kgnum.embeddings.Embeddings.save, np.save
+final = []
+
+def save(self, path):  # the signal lands in the middle of the final model's write
+    final.append(not self.train_stats["checkpoint"])
+    return real_save(self, path)
+
+def np_save(*a, **k):
+    real_np_save(*a, **k)
+    if final and final[-1]:
+        final[-1] = False
+        os.kill(os.getpid(), signal.{sig})
+
+kgnum.embeddings.Embeddings.save, kgnum.embeddings.np.save = save, np_save
+sys.exit(main(["train", "--dataset", "synthetic", "--dim", "8", "--max-steps", "200", "--workers", "1",
+               "--valid-every", "0", "--no-progress", "--eval-split", "none", "--save", sys.argv[1],
+               "--checkpoint-every", "0.01"]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_the_final_save_removes_the_half_written_copy(tmp_path, sig):
+    """The run loop's SIGTERM handler was gone by the time the final model was written: SIGTERM there
+    (a batch system's time limit) killed the process at once, with no message, and left a hidden
+    temporary copy of the model beside the last checkpoint."""
+    path = tmp_path / "model"
+    proc = subprocess.run([sys.executable, "-c", _SIGNALLED_FINAL_SAVE.format(sig=sig), str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    assert proc.stderr.strip().splitlines()[-1].startswith("kgnum train: interrupted after"), proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["model"]  # no .model.tmp-* left
+    stats = kgnum.load(str(path)).train_stats
+    assert stats["checkpoint"] and stats["steps"] > 0  # the last checkpoint, intact
 
 
 def test_an_interrupt_between_the_two_renames_of_a_save_keeps_the_last_model_in_place(small_kg, tmp_path,
