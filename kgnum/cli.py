@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -964,10 +965,38 @@ def _check_outputs(args) -> None:
             check_output_dir(path, flag, _MARKERS[kind])
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (a batch system's time limit, ``kill``) stops any command as Ctrl-C does: the files it
+    was writing are removed, not left half-written, and it exits with one line. The training run
+    installs its own handler while it lasts."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield  # a caller's own handling stays theirs
+        return
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
+    with _sigterm_interrupts():
+        return _run_command(args, started)
+
+
+def _run_command(args, started: float) -> int:
     try:
         _check_outputs(args)
         return {"train": cmd_train, "plan": cmd_plan, "tune": cmd_tune, "bias": cmd_bias, "partition": cmd_partition,

@@ -352,3 +352,27 @@ def test_preset_when_resuming_is_the_loaded_models(tmp_path, capsys):
     saved = json.loads((model / "config.json").read_text())
     assert saved["model"] == "ComplEx" and saved["dim"] == 8  # an explicit flag still wins
     assert (saved["config"]["neg"], saved["config"]["batch"]) == (64, 256)  # the preset's ComplEx values
+
+
+def test_sigterm_outside_training_stops_a_command_with_one_line_and_no_half_written_file(tmp_path):
+    """SIGTERM while a command writes its --json (here: inside json.dump) stops it as Ctrl-C does: one
+    line, exit 130, no temporary file beside the output; it killed the process and left the file."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "plan.json"
+    code = (
+        "import json, os, signal, sys\n"
+        "dump = json.dump\n"
+        "def dump_then_term(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    dump(*a, **k)\n"
+        "json.dump = dump_then_term\n"
+        "from kgnum.cli import main\n"
+        f"sys.exit(main(['plan', '--entities', '100', '--relations', '5', '--edges', '1000', '--json', {str(out)!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr.strip().splitlines()[-1].startswith("kgnum plan: interrupted")
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
