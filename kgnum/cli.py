@@ -635,8 +635,9 @@ def cmd_bias(args) -> int:
             for row in rows:
                 counts = ", ".join(f"{names.get(k, k)} {v}" for k, v in row["counts"].items())
                 print(f"  {row['bias']:+.5f}  {row['name']}  ({counts})")
+        rho = result["spearman_rho"]
         print(f"\nmean |B_p| / alpha {result['mean_abs_bias_over_alpha']:.4f}, Spearman rho against "
-              f"log count ratio {result['spearman_rho']:.3f} ({len(report['targets'])} targets, "
+              f"log count ratio {'undefined' if rho is None else f'{rho:.3f}'} ({len(report['targets'])} targets, "
               f"{result['persons']} persons)")
         if args.plot:
             plot_targets({**result, "targets": report["targets"]}, args.plot, args.top, names)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -109,6 +111,17 @@ def _raise_naming(error: BaseException, path: str):
 
 
 def write_json(path: str, payload, **dump) -> None:
-    """``payload`` as JSON, written to a temporary file renamed into place."""
+    """``payload`` as JSON, written to a temporary file renamed into place. A number that is not finite
+    (an undefined correlation) is written as null: JSON has no NaN, and strict readers refuse it."""
     with atomic_file(path) as tmp, open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, **dump)
+        json.dump(_finite_or_null(payload), f, indent=2, allow_nan=False, **dump)
+
+
+def _finite_or_null(value):
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # NumPy's floats too
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value

@@ -171,6 +171,27 @@ def test_cli_writes_the_documented_json_and_a_chart(kg, trained, tmp_path, monke
     assert "most toward Men" in capsys.readouterr().out
 
 
+def test_an_undefined_correlation_is_null_in_strict_json(kg, trained, tmp_path, monkeypatch, capsys, write_tsv):
+    """With two targets left (--min-persons), Spearman's rho is undefined: the JSON holds null, which
+    every JSON reader takes, not NaN (which strict readers refuse), and the summary says so."""
+    _, path = trained
+    data = write_tsv(kg, tmp_path / "planted")
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    rel = kg.relation_id("profession")
+    counts = np.sort(np.unique(kg.train[kg.train[:, 1] == rel][:, 2], return_counts=True)[1])
+    out = tmp_path / "bias.json"
+    assert main(["bias", "measure", "--load", str(path), "--data-path", str(data), "--sensitive", "gender",
+                 "--values", "male,female", "--target", "profession", "--min-persons", str(int(counts[-2])),
+                 "--json", str(out)]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    report = json.loads(out.read_text(), parse_constant=refuse)
+    assert len(report["targets"]) <= 2 and report["target_summary"]["spearman_rho"] is None
+    assert "Spearman rho against log count ratio undefined" in capsys.readouterr().out
+
+
 def test_names_file_keeps_its_first_entity_and_names_holding_line_breaks(tmp_path):
     """An entity_names.tsv saved with a byte-order mark (as Windows editors write UTF-8) names its
     first entity too, and the entity names are split at newlines only, as the loaders split them."""

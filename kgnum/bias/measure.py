@@ -16,7 +16,6 @@ side the data puts it. Names are the user's own strings; nothing assumes Freebas
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,7 +148,10 @@ def target_bias(emb, kg, sensitive: Sensitive, value_a: str, value_b: str, targe
             c_b[i] += b in vals
     from scipy.stats import spearmanr
 
-    rho = float(spearmanr(bias, np.log((c_a + 1) / (c_b + 1))).statistic) if targets.size > 2 else math.nan
+    ratio = np.log((c_a + 1) / (c_b + 1))
+    # undefined (None) for fewer than three targets, or when either side is constant
+    rho = float(spearmanr(bias, ratio).statistic) if targets.size > 2 and np.ptp(bias) > 0 and np.ptp(ratio) > 0 \
+        else None
     order = np.argsort(-bias, kind="stable")
     names = (str(kg.entity_names[a]), str(kg.entity_names[b]))
     rows = [{"entity": str(kg.entity_names[targets[i]]), "bias": float(bias[i]),
