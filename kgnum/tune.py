@@ -153,8 +153,11 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
     optuna = _import_optuna()
     from .train import train
 
-    if not time_budget or time_budget <= 0:
-        raise ValueError("--time-budget: kgnum tune needs a budget in seconds for the whole study")
+    if time_budget is None or not (time_budget > 0 and math.isfinite(time_budget)):
+        raise ValueError(f"--time-budget {time_budget}: kgnum tune needs a budget in seconds for the whole "
+                         f"study (a finite number > 0)")
+    if not 0 <= seed < 2 ** 32:  # Optuna's sampler takes no other
+        raise ValueError(f"--seed {seed}: must be an integer from 0 to 2**32 - 1")
     if trials is not None and trials < 1:
         raise ValueError(f"--trials {trials}: must be >= 1")
     if kg.valid.shape[0] == 0:

@@ -148,3 +148,16 @@ def test_a_failing_first_trial_ends_the_study_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "lower --dim" in err, err
     assert [t["state"] for t in json.loads((out / "study.json").read_text())["trials"]] == ["failed"]
+
+
+@pytest.mark.parametrize("flags, words", [(["--time-budget", "nan"], "--time-budget nan"),
+                                          (["--time-budget", "inf"], "--time-budget inf"),
+                                          (["--time-budget", "30", "--seed", "-1"], "--seed -1"),
+                                          (["--time-budget", "30", "--seed", str(2 ** 40)], "--seed")])
+def test_bad_budget_or_seed_is_one_line_naming_the_flag(flags, words, tmp_path, capsys):
+    # nan passed the budget check (then "cannot convert float NaN to integer"), inf ended in a
+    # traceback, and a seed Optuna's sampler refuses said "Seed must be between ..." without the flag
+    assert main(["tune", "--dataset", "synthetic", "--model", "TransE_l2", "--trials", "1", *flags,
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
