@@ -34,7 +34,7 @@ def _opt(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
 
 
-SEED_LIMIT = 2 ** 63  # seeds reach Numba as int64
+SEED_LIMIT = 2 ** 63  # seeds (and every integer setting) reach Numba as int64
 
 
 def check_types(values: dict, where) -> dict:
@@ -61,6 +61,8 @@ def check_types(values: dict, where) -> dict:
             if base == "int":
                 if not isinstance(value, numbers.Integral) and not float(value).is_integer():
                     raise ValueError(f"{where(name)} {value!r}: must be an integer")
+                if not -SEED_LIMIT <= int(value) < SEED_LIMIT:  # the kernels take int64
+                    raise ValueError(f"{where(name)} {value!r}: must be an integer below 2**63")
                 out[name] = int(value)
             else:
                 out[name] = float(value)

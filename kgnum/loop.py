@@ -278,8 +278,13 @@ class Validator:
     def _affordable(self, emb) -> bool:
         """Before the first automatic validation: time the scoring of a few queries; if one
         validation would take more than MAX_VALID_SHARE of the run (a graph of millions of
-        entities), turn validation off and say so, instead of spending the budget on it."""
-        n = min(32, self.triples.shape[0])
+        entities), turn validation off and say so, instead of spending the budget on it. The
+        queries timed are one block as the validation scores them: each call has a cost of its own
+        (its threads' start, tens of ms on a busy machine), which 32 queries scaled up to the whole
+        sample counted once per 32 instead of once per block."""
+        from .eval import block_rows
+
+        n = min(block_rows(emb.n_entities), self.triples.shape[0])
         t0 = time.perf_counter()
         emb.score_candidates(self.triples[:n, 0], self.triples[:n, 1], False)
         estimate = (time.perf_counter() - t0) * 2 * self.triples.shape[0] / n

@@ -39,6 +39,13 @@ SEARCHABLE = ("lr", "gamma", "adv_temp", "reg_coef", "dim", "neg", "batch")
 # a trial's fields best.json leaves out: its share of the budget would cap a later run
 # (explicit flags win, but a run given --epochs would still stop at the trial's seconds)
 NOT_IN_BEST = ("time_budget", "max_steps", "epochs", "workers")
+# a trial's own failure, from the settings it sampled: recorded as failed, and the study goes on
+# (unless no trial has done better: then the error ends the study)
+TRIAL_ERRORS = (FloatingPointError, MemoryError)
+
+
+class TrialFailed(Exception):
+    """One trial failed (TRIAL_ERRORS); Optuna records it as failed and samples on."""
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,11 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
     optuna = _import_optuna()
     from .train import train
 
-    if not time_budget or time_budget <= 0:
-        raise ValueError("--time-budget: kgnum tune needs a budget in seconds for the whole study")
+    if time_budget is None or not (time_budget > 0 and math.isfinite(time_budget)):
+        raise ValueError(f"--time-budget {time_budget}: kgnum tune needs a budget in seconds for the whole "
+                         f"study (a finite number > 0)")
+    if not 0 <= seed < 2 ** 32:  # Optuna's sampler takes no other
+        raise ValueError(f"--seed {seed}: must be an integer from 0 to 2**32 - 1")
     if trials is not None and trials < 1:
         raise ValueError(f"--trials {trials}: must be >= 1")
     if kg.valid.shape[0] == 0:
@@ -165,7 +175,8 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
     earlier = _earlier_trials(out, model, kg)
     os.makedirs(out, exist_ok=True)
     deadline = time.perf_counter() + time_budget
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # each trial's outcome is one line of ours: Optuna's warnings are a failed trial's traceback
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = _journal_storage(optuna, os.path.join(out, "journal.log"))
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
@@ -205,6 +216,15 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
         log.setLevel(max(logging.WARNING, level))  # one line per trial, not the trial's own log
         try:
             emb = train(kg, model, progress=False, on_validation=report, **config)
+        except TRIAL_ERRORS as e:  # this trial's settings (a blow-up, a dim too big): the study goes on
+            row = {"trial": trial.number, "state": "failed", "valid_mrr": None, "steps": 0,
+                   "seconds": round(time.perf_counter() - started, 1), "config": {"model": model, **config},
+                   "error": (str(e).strip().splitlines() or [type(e).__name__])[0]}
+            rows.append(row)
+            trial.set_user_attr("row", row)
+            if all(r["state"] == "failed" for r in rows):  # the defaults too (the first trial): stop, saying why
+                raise
+            raise TrialFailed(row["error"]) from e
         finally:
             log.setLevel(level)
         stats = emb.train_stats
@@ -229,15 +249,19 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
         shown = {k: row["config"][k] for k in search}
         print(f"trial {row['trial']:3d} {row['state']:8s} valid MRR {row['valid_mrr'] or 0:.4f} "
               f"{row['steps']:>8,} steps {row['seconds']:6.1f} s  {_fmt(shown)}  | best "
-              + (f"{best['valid_mrr']:.4f} (trial {best['trial']})" if best else "-"), flush=True)
+              + (f"{best['valid_mrr']:.4f} (trial {best['trial']})" if best else "-")
+              + (f"\n  {row['error']}" if "error" in row else ""), flush=True)
 
     interrupted = False
     try:
         study.optimize(objective, n_trials=trials, timeout=time_budget, callbacks=[announce],
-                       catch=())
+                       catch=(TrialFailed,))
     except KeyboardInterrupt:
         interrupted = True
         log.warning("tuning interrupted: writing the %d finished trials", len(rows))
+    except Exception:  # the trials finished so far are still written
+        _write_results(out, model, kg, rows, search, time_budget, False)
+        raise
     return _write_results(out, model, kg, rows, search, time_budget, interrupted)
 
 

@@ -281,6 +281,7 @@ def test_json_goes_into_a_new_folder(tmp_path):
     ({"model": 5}, "model 5: must be a string"),
     ({"adv": "false"}, "adv 'false': must be true or false"),  # was taken as true
     ({"dim": 31.5}, "must be an integer"),
+    ({"neg_chunk": 1e30}, "neg_chunk 1e+30: must be an integer below 2**63"),  # was a Numba traceback
 ])
 def test_a_config_file_value_of_the_wrong_kind_is_one_line_naming_file_and_key(setting, words, tmp_path, capsys):
     path = tmp_path / "c.json"
@@ -308,6 +309,8 @@ def test_a_config_file_may_write_an_integer_as_a_float(tmp_path):
     (["--reg-coef", "nan"], "--reg-coef nan"),  # was no regularizer
     (["--seed", "-1"], "--seed -1"),
     (["--seed", "99999999999999999999999"], "--seed"),
+    (["--batch", "99999999999999999999999"], "--batch 99999999999999999999999: must be an integer below 2**63"),
+    (["--neg", "99999999999999999999999"], "--neg 99999999999999999999999"),  # was a Numba traceback
     (["--checkpoint-every", "0", "--save", "{tmp}/m"], "--checkpoint-every 0"),
     (["--checkpoint-every", "-1", "--save", "{tmp}/m"], "--checkpoint-every -1"),
     (["--checkpoint-every", "5"], "needs --save"),

@@ -179,3 +179,26 @@ def test_automatic_validation_waits_for_a_measured_speed(small_kg, monkeypatch):
         # ZeroDivisionError at the first validation)
         stats = kgnum.train(small_kg, "TransE_l2", time_budget=3, **{**SMALL, "workers": workers}).train_stats
         assert stats["steps"] > 0  # and no ZeroDivisionError
+
+
+def test_a_per_call_cost_of_scoring_does_not_turn_automatic_validation_off(small_kg, monkeypatch, caplog):
+    """Before the first automatic validation the loop times a few queries to see whether
+    validation is affordable. Each scoring call has a cost of its own (on a busy machine its
+    threads start tens of ms late); timing 32 queries and scaling up counted it once per 32
+    queries, not once per block as the validation pays it, and a short run on a small graph
+    (every ``kgnum tune`` trial) lost its validation: the study then had no trial to keep."""
+    import time
+
+    from kgnum.embeddings import Embeddings
+
+    score = Embeddings.score_candidates
+
+    def late_start(self, *args, **kwargs):
+        time.sleep(0.03)
+        return score(self, *args, **kwargs)
+
+    monkeypatch.setattr(Embeddings, "score_candidates", late_start)
+    with caplog.at_level(logging.INFO, logger="kgnum"):
+        stats = kgnum.train(small_kg, "TransE_l2", time_budget=3, **SMALL).train_stats
+    assert "no validation and no early stopping" not in caplog.text
+    assert stats["valid_history"]

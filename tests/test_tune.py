@@ -120,3 +120,44 @@ def test_missing_optuna_says_how_to_install(monkeypatch, tmp_path, capsys):
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert "pip install 'kgnum[tune]'" in err and len(err.splitlines()) == 1
+
+
+def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, capsys):
+    """A trial whose sampled settings fail (here a dim whose run does not fit in memory; a numeric
+    blow-up alike) is one failed row; the study samples on and writes its best. It ended the whole
+    study with that trial's error, and the trials finished before it were not written."""
+    out = tmp_path / "study"
+    huge = 10 ** 10  # entity rows of 10^10 floats: the memory plan refuses the trial before it starts
+    assert main(["tune", "--dataset", "synthetic", "--model", "TransE_l2", "--time-budget", "12", "--trials", "4",
+                 "--workers", "1", "--space", f"dim={huge}|16", "--out", str(out)]) == 0
+    captured = capsys.readouterr().out
+    summary = json.loads((out / "study.json").read_text())
+    states = [t["state"] for t in summary["trials"]]
+    assert "failed" in states and len(states) == 4, states
+    assert "trial   1 failed" in captured and "lower --dim" in captured
+    assert json.loads((out / "best.json").read_text())["dim"] == 16
+    assert (out / "trials.tsv").read_text().count("\tfailed\t") == states.count("failed")
+
+
+def test_a_failing_first_trial_ends_the_study_in_one_line(tmp_path, capsys):
+    """The first trial is what a plain run uses: when even it fails, so would the others; the
+    study stops with its error, and the failed trial is still written."""
+    out = tmp_path / "study"
+    assert main(["tune", "--dataset", "synthetic", "--model", "TransE_l2", "--time-budget", "12", "--trials", "4",
+                 "--workers", "1", "--space", f"dim={10 ** 10}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lower --dim" in err, err
+    assert [t["state"] for t in json.loads((out / "study.json").read_text())["trials"]] == ["failed"]
+
+
+@pytest.mark.parametrize("flags, words", [(["--time-budget", "nan"], "--time-budget nan"),
+                                          (["--time-budget", "inf"], "--time-budget inf"),
+                                          (["--time-budget", "30", "--seed", "-1"], "--seed -1"),
+                                          (["--time-budget", "30", "--seed", str(2 ** 40)], "--seed")])
+def test_bad_budget_or_seed_is_one_line_naming_the_flag(flags, words, tmp_path, capsys):
+    # nan passed the budget check (then "cannot convert float NaN to integer"), inf ended in a
+    # traceback, and a seed Optuna's sampler refuses said "Seed must be between ..." without the flag
+    assert main(["tune", "--dataset", "synthetic", "--model", "TransE_l2", "--trials", "1", *flags,
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
