@@ -342,10 +342,14 @@ def _config_from_args(args, model: str | None = None, saved_dim: int | None = No
     was doubled when that model was made)."""
     fallback = model or TrainConfig.model
     values = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
+    explicit = set(values)
+    sources = []  # (flag, its values): the lower sources, highest first
     if getattr(args, "config", None):
-        values = {**read_config_file(args.config), **values}
+        sources.append((f"--config {args.config}", read_config_file(args.config)))
+        values = {**sources[-1][1], **values}
     if args.preset:
-        values = {**preset_values(args.preset, values.get("model") or fallback), **values}
+        sources.append((f"--preset {args.preset}", preset_values(args.preset, values.get("model") or fallback)))
+        values = {**sources[-1][1], **values}
     if getattr(args, "double_ent", False) and "dim" not in values and saved_dim is not None:
         log.info("-de: the resumed model's --dim %d", saved_dim)  # a script's flags, run again
     elif getattr(args, "double_ent", False):  # DGL-KE's -de: entity rows of 2 x hidden_dim
@@ -353,7 +357,31 @@ def _config_from_args(args, model: str | None = None, saved_dim: int | None = No
 
         values["dim"] = 2 * values.get("dim", model_default(values.get("model") or fallback, "dim"))
         log.info("-de: --dim %d (kgnum's --dim counts the real floats of an entity row)", values["dim"])
+    _gamma_at_the_runs_dim(values, explicit, sources, values.get("model") or fallback)
     return values
+
+
+def _gamma_at_the_runs_dim(values: dict, explicit: set, sources: list, model: str) -> None:
+    """A bilinear model's gamma from a preset or --config file belongs to that source's dim (it only
+    sets the initial scale (gamma + 2) / dim): at another --dim it is rescaled to keep that scale, as
+    the model's default gamma is (143 at dim 400 saturates the scores at dim 100)."""
+    if "gamma" in explicit or "dim" not in values:
+        return
+    flag, source = next(((f, src) for f, src in sources if "gamma" in src), (None, None))
+    if source is None or "dim" not in source or source["dim"] == values["dim"]:
+        return
+    from .kernels.registry import get_model
+    from .kernels.score import PRODUCT_METRICS
+
+    try:
+        product = get_model(model).metric in PRODUCT_METRICS
+    except (KeyError, ValueError):  # an unknown model: its own error comes later, naming --model
+        return
+    if product:
+        gamma = (float(source["gamma"]) + 2.0) * values["dim"] / float(source["dim"]) - 2.0
+        log.info("--gamma %g: %s's %g at dim %d kept at --dim %d as the same initial scale", gamma, flag,
+                 float(source["gamma"]), int(source["dim"]), int(values["dim"]))
+        values["gamma"] = gamma
 
 
 # flags whose setting only acts together with another one: (field, the setting it needs, whether
