@@ -23,8 +23,9 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     "umls": {
         # UMLS overfits within seconds: validate often, keep the best tables
+        # reg 1e-5 (L3), the model's default since: test MRR 0.935 against 0.888 without (RESULTS)
         "ComplEx": dict(dim=200, neg=64, neg_chunk=64, batch=256, lr=0.1, gamma=143.0, adv=True,
-                        adv_temp=1.0, time_budget=60, valid_every=1000, patience=3),
+                        adv_temp=1.0, reg_coef=1e-5, reg_norm=3, time_budget=60, valid_every=1000, patience=3),
     },
 }
 
