@@ -172,19 +172,34 @@ class Progress:
 
             self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, leave=True)
 
-    def update(self, steps: int, triples_per_s: float, loss: float):
+    def update(self, steps: int, triples_per_s: float, loss: float | None):
+        """``loss`` None (a report of no positives, such as the engine's stop): the bar keeps the
+        last loss it showed, not a loss of 0."""
         if self.bar is None:
             return
-        self.bar.set_postfix({"triples/s": f"{triples_per_s:,.0f}", "loss": f"{loss:.4f}"}, refresh=False)
+        if loss is not None:
+            self.bar.set_postfix({"triples/s": f"{triples_per_s:,.0f}", "loss": f"{loss:.4f}"}, refresh=False)
         self.bar.update(steps)
 
     def logging(self):
-        """Log lines go through the bar (tqdm.write) while it is shown."""
+        """Log lines go through the bar (tqdm.write) while it is shown.
+
+        The handlers that print kgnum's lines are redirected where they are: on the kgnum logger,
+        or on the loggers it propagates to (the CLI's is the root's). A tqdm handler added to the
+        kgnum logger beside a root handler printed every line twice, once through the bar and once
+        onto it."""
         if self.bar is None:
             return nullcontext()
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        return logging_redirect_tqdm([log])
+        holders, logger = [], log
+        while logger is not None:
+            if logger.handlers:
+                holders.append(logger)
+            if not logger.propagate:
+                break
+            logger = logger.parent
+        return logging_redirect_tqdm(holders or [log])
 
     def close(self):
         if self.bar is not None:
@@ -554,7 +569,7 @@ class _Run:
         self.stats.add(report)
         seconds = self.budget.elapsed()
         self.bar.update(report.steps, self.stats.positives / max(seconds, 1e-9),
-                        report.loss_sum / max(report.positives, 1))
+                        report.loss_sum / report.positives if report.positives else None)
 
     def train_seconds(self) -> float:
         """Seconds of training over every leg of the run so far."""

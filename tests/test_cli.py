@@ -400,3 +400,18 @@ def test_sigterm_outside_training_stops_a_command_with_one_line_and_no_half_writ
     assert done.stderr.strip().splitlines()[-1].startswith("kgnum plan: interrupted")
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_log_lines_under_the_progress_bar_are_printed_once_and_its_last_loss_is_the_runs():
+    """With the bar shown (no --no-progress), each log line of the run (validations, the loss every
+    interval) is printed once, through the bar: the CLI's root handler printed each a second time,
+    onto the bar. And the bar's last loss is the run's, not the 0.0000 of the engine's final report."""
+    args = [a for a in TRAIN if a != "--no-progress"]
+    done = run_cli(*args, "--workers", "1", "--valid-every", "100", "--eval-split", "none")
+    assert done.returncode == 0, done.stderr
+    lines = [line.strip() for line in done.stderr.replace("\r", "\n").splitlines()]
+    for step in (100, 200, 300):
+        assert sum(f"step {step}: valid MRR" in line for line in lines) == 1, done.stderr
+    assert sum(line.startswith("step 300 (") and "triples/s" in line for line in lines) == 1, done.stderr
+    bars = [line for line in lines if "300/300" in line and "loss=" in line]
+    assert bars and all("loss=0.0000" not in line for line in bars), bars
