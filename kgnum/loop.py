@@ -374,7 +374,11 @@ class Validator:
             dt, ds = train_seconds - ref_seconds, steps_done - ref_step
             if dt > 0 and ds > 0:  # the speed since the last measurement, validation excluded
                 self.steps_per_second = ds / dt
-                self.every = max(self.every, int(math.ceil(self.steps_per_second * self.interval_seconds)))
+                every = max(self.every, int(math.ceil(self.steps_per_second * self.interval_seconds)))
+                if every > 1.1 * self.every:  # training runs faster than first measured (compiled, warm)
+                    log.info("training runs at %.0f steps/s: now validating every %d steps", self.steps_per_second,
+                             every)
+                self.every = every
             self.rate_ref = (steps_done, train_seconds + took)
         self.last_step = steps_done
         self.last_seconds = train_seconds + took  # training time at the end of this validation
