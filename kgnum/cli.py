@@ -594,7 +594,8 @@ def cmd_tune(args) -> int:
     kg = _load_kg(args)
     summary = tune(kg, args.model, args.time_budget, out=args.out, trials=args.trials, workers=args.workers,
                    seed=args.seed, space=args.space)
-    print(f"\n{len(summary['trials'])} trials in {args.time_budget:g} s"
+    run = summary["run"]  # this run's trials and seconds (a rerun into --out adds to earlier ones)
+    print(f"\n{run['trials']} trials in {run['seconds']:.0f} s (budget {args.time_budget:g} s)"
           + (" (interrupted)" if summary["interrupted"] else ""))
     if summary["best_trial"] is None:
         print("no trial completed: nothing written to best.json")

@@ -262,7 +262,10 @@ def tune(kg, model: str, time_budget: float, *, out: str, trials: int | None = N
     except Exception:  # the trials finished so far are still written
         _write_results(out, model, kg, rows, search, time_budget, False)
         raise
-    return _write_results(out, model, kg, rows, search, time_budget, interrupted)
+    summary = _write_results(out, model, kg, rows, search, time_budget, interrupted)
+    # this run's own part of the study (its trials and wall clock), for the closing line
+    summary["run"] = {"trials": len(rows) - len(earlier), "seconds": time.perf_counter() - (deadline - time_budget)}
+    return summary
 
 
 def _default(model: str, name: str):

@@ -161,3 +161,28 @@ def test_bad_budget_or_seed_is_one_line_naming_the_flag(flags, words, tmp_path, 
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_the_closing_line_counts_this_runs_trials_and_seconds(study, tmp_path, capsys, monkeypatch):
+    """A rerun into the same --out says how many trials it ran and for how long, not the study's
+    total against the budget; an interrupted study says how long it really ran."""
+    import shutil
+
+    import optuna
+
+    _, first_out, _ = study
+    out = tmp_path / "again"
+    shutil.copytree(first_out, out)
+    capsys.readouterr()
+    assert main(["tune", "--dataset", "synthetic", "--model", "DistMult", "--time-budget", "4", "--trials", "1",
+                 "--workers", "1", "--space", "dim=16|32", "--out", str(out)]) == 0
+    assert "\n1 trials in " in capsys.readouterr().out
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optuna.study.Study, "optimize", interrupted)
+    assert main(["tune", "--dataset", "synthetic", "--model", "DistMult", "--time-budget", "600",
+                 "--workers", "1", "--out", str(tmp_path / "cut")]) == 130
+    line = next(l for l in capsys.readouterr().out.splitlines() if "trials in" in l)
+    assert line.startswith("0 trials in ") and "in 600 s" not in line and "(interrupted)" in line, line
