@@ -54,6 +54,9 @@ def check_types(values: dict, where) -> dict:
             if not optional:
                 raise ValueError(f"{where(name)}: must be given (not null)")
             continue
+        if name == "workers" and value == "auto":  # as --workers auto: every core this process may use
+            out[name] = None
+            continue
         if base in ("int", "float"):
             number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
             if not number or not math.isfinite(value):

@@ -415,3 +415,19 @@ def test_log_lines_under_the_progress_bar_are_printed_once_and_its_last_loss_is_
     assert sum(line.startswith("step 300 (") and "triples/s" in line for line in lines) == 1, done.stderr
     bars = [line for line in lines if "300/300" in line and "loss=" in line]
     assert bars and all("loss=0.0000" not in line for line in bars), bars
+
+
+def test_workers_auto_in_a_config_file_and_the_api_means_every_core(tmp_path):
+    """--workers auto is also "workers": "auto" in a --config file and workers="auto" in the API (the
+    cores this process may use); both were refused as not a number."""
+    import kgnum
+    from kgnum.config import available_cores
+
+    kg = kgnum.synthetic(n_entities=100, n_relations=4, n_train=2000, n_valid=50, n_test=50, seed=1)
+    emb = kgnum.train(kg, "TransE_l2", dim=8, max_steps=5, workers="auto", progress=False, valid_every=0)
+    assert emb.train_stats["workers"] == available_cores()
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"workers": "auto", "dim": 8}))
+    assert main(["train", "--dataset", "synthetic", "--config", str(config), "--max-steps", "5", "--no-progress",
+                 "--eval-split", "none", "--save", str(tmp_path / "m")]) == 0
+    assert kgnum.load(str(tmp_path / "m")).config["workers"] == available_cores()
