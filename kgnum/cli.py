@@ -555,7 +555,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .plan import plan, plan_for
+    from .plan import gpu_options, plan, plan_for
 
     from .train import resolve_config, training_graph
 
@@ -579,7 +579,7 @@ def cmd_plan(args) -> int:
                              "relations' values, so give a dataset (--dataset or --data-path)")
         adversarial = len(cfg.debias_relations()) if cfg.debias_method == "adversarial" else 0
         p = plan(*counts, cfg.model, cfg.dim, cfg.workers, cfg.backend, 0, cfg.parts, names=True,
-                 adversarial=adversarial)
+                 adversarial=adversarial, **gpu_options(cfg))
         what = f"{args.entities:,} entities, {args.relations:,} relations, {args.edges:,} train"
     print(f"memory plan: {cfg.model} dim {cfg.dim}, backend {cfg.backend}, {p.workers} worker(s); {what}")
     print(p.table())
