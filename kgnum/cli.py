@@ -749,10 +749,12 @@ def cmd_eval(args) -> int:
     metrics = kgnum.evaluate(emb, kg, args.split, exclude_relations=excluded, per_relation=args.per_relation)
     _print_metrics(args.split, metrics)
     if args.per_relation:
-        print(f"\n{'relation':50s} {'triples':>8s} {'MRR':>7s} {'H@10':>6s} {'head MRR':>9s} {'tail MRR':>9s}")
+        print(f"\n{'relation':50s} {'triples':>8s} {'MRR':>7s} {'H@10':>6s} {'head MRR':>9s} {'tail MRR':>9s} "
+              f"{'head H@10':>9s} {'tail H@10':>9s}")
         for row in metrics["per_relation"]:
             print(f"{row['name'][-50:]:50s} {row['triples']:8d} {row['mrr']:7.4f} {row['hits@10']:6.3f} "
-                  f"{row['head']['mrr']:9.4f} {row['tail']['mrr']:9.4f}")
+                  f"{row['head']['mrr']:9.4f} {row['tail']['mrr']:9.4f} "
+                  f"{row['head']['hits@10']:9.3f} {row['tail']['hits@10']:9.3f}")
     print(f"evaluated in {metrics['eval_seconds']:.1f} s")
     if args.json:
         payload = {"model": emb.model, "dim": emb.dim, args.split: _public_metrics(metrics),
