@@ -126,7 +126,10 @@ def attribute_whitelist(args, kg) -> str:
     if args.whitelist:
         return args.whitelist
     relations = [r for r in args.sensitive.split(",") if r]
-    names = read_display_names(os.path.join(kg.source or "", "entity_names.tsv"))
+    names_file = os.path.join(kg.source or "", "entity_names.tsv")
+    # a graph without display names (the planted one, most users' own) has no award categories
+    # to find: kl+attr then runs with an empty whitelist instead of stopping
+    names = read_display_names(names_file) if os.path.isfile(names_file) else {}
     pairs = gendered_tails(kg, relations[0], "award", names, GENDERED_WORDS)
     path = "bench/out/whitelist_%s.tsv" % kg.name.replace("/", "_")
     os.makedirs(os.path.dirname(path), exist_ok=True)

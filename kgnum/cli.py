@@ -555,7 +555,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .plan import plan, plan_for
+    from .plan import gpu_options, plan, plan_for
 
     from .train import resolve_config, training_graph
 
@@ -579,7 +579,7 @@ def cmd_plan(args) -> int:
                              "relations' values, so give a dataset (--dataset or --data-path)")
         adversarial = len(cfg.debias_relations()) if cfg.debias_method == "adversarial" else 0
         p = plan(*counts, cfg.model, cfg.dim, cfg.workers, cfg.backend, 0, cfg.parts, names=True,
-                 adversarial=adversarial)
+                 adversarial=adversarial, **gpu_options(cfg))
         what = f"{args.entities:,} entities, {args.relations:,} relations, {args.edges:,} train"
     print(f"memory plan: {cfg.model} dim {cfg.dim}, backend {cfg.backend}, {p.workers} worker(s); {what}")
     print(p.table())
@@ -750,10 +750,12 @@ def cmd_eval(args) -> int:
     metrics = kgnum.evaluate(emb, kg, args.split, exclude_relations=excluded, per_relation=args.per_relation)
     _print_metrics(args.split, metrics)
     if args.per_relation:
-        print(f"\n{'relation':50s} {'triples':>8s} {'MRR':>7s} {'H@10':>6s} {'head MRR':>9s} {'tail MRR':>9s}")
+        print(f"\n{'relation':50s} {'triples':>8s} {'MRR':>7s} {'H@10':>6s} {'head MRR':>9s} {'tail MRR':>9s} "
+              f"{'head H@10':>9s} {'tail H@10':>9s}")
         for row in metrics["per_relation"]:
             print(f"{row['name'][-50:]:50s} {row['triples']:8d} {row['mrr']:7.4f} {row['hits@10']:6.3f} "
-                  f"{row['head']['mrr']:9.4f} {row['tail']['mrr']:9.4f}")
+                  f"{row['head']['mrr']:9.4f} {row['tail']['mrr']:9.4f} "
+                  f"{row['head']['hits@10']:9.3f} {row['tail']['hits@10']:9.3f}")
     print(f"evaluated in {metrics['eval_seconds']:.1f} s")
     if args.json:
         payload = {"model": emb.model, "dim": emb.dim, args.split: _public_metrics(metrics),

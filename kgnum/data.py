@@ -515,6 +515,7 @@ def _load_cached(files: dict[str, str], name: str, source: str, spec: _Spec, ide
     kg = _cache_read(entry, key)
     if kg is not None:
         log.debug("loaded %s from cache %s", name, entry)
+        _log_dropped(kg.name, kg.dropped_unseen, {s: kg.split(s) for s in SPLITS})  # as a parse logs them
         _log_duplicates(kg, spec.duplicates)
         return kg
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@
          names), the tables and Adagrad state, the engine's copies (shared-memory blocks, the
          workers' shards; a Dask part's own + cached rows), evaluation's buffers
       -> the peak, summed as proportional set size (shared pages counted once)
-      -> against MemAvailable (and, for dask, per worker)
+      -> against MemAvailable (and, for dask, per worker; for gpu, per device against its free memory)
 
 The constants below come from measurements on this code (bench/RESULTS.md, "Memory plan"):
 the planned peak is checked against the measured peak PSS on FB15k-237 and on a 5M-entity
@@ -37,6 +37,7 @@ class Plan:
     items: list = field(default_factory=list)  # (what, bytes, where, phase): phase "run", "train" or "eval"
     free: int | None = None  # bytes available on this machine
     per_worker: int | None = None  # dask: bytes on each worker process
+    devices: list = field(default_factory=list)  # gpu: (device, placement, bytes needed, bytes free) per device
 
     def add(self, what: str, n: float, where: str = "this process", phase: str = "run") -> None:
         self.items.append((what, int(n), where, phase))
@@ -62,6 +63,9 @@ class Plan:
         lines.append(f"{'planned peak (PSS, shared pages once)':54s}{format_bytes(self.peak):>12s}")
         if self.per_worker is not None:
             lines.append(f"{'of which on each Dask worker':54s}{format_bytes(self.per_worker):>12s}")
+        for name, placement, need, free in self.devices:
+            lines.append(f"{f'on device {name} (placement {placement})':54s}{format_bytes(need):>12s}  "
+                         f"{format_bytes(free)} free there: " + ("fits" if need <= free else "DOES NOT FIT"))
         if self.free is not None:
             lines.append(f"{'available on this machine (MemAvailable)':54s}{format_bytes(self.free):>12s}  "
                          + ("fits" if self.fits else f"DOES NOT FIT (more than {HEADROOM:.0%} of it)"))
@@ -70,6 +74,8 @@ class Plan:
     def to_dict(self) -> dict:
         return {"backend": self.backend, "workers": self.workers, "peak_bytes": self.peak,
                 "free_bytes": self.free, "fits": self.fits, "per_worker_bytes": self.per_worker,
+                "per_device": [{"device": n, "placement": pl, "bytes": b, "free_bytes": f}
+                               for n, pl, b, f in self.devices],
                 "items": [{"what": w, "bytes": n, "where": where, "phase": ph} for w, n, where, ph in self.items]}
 
 
@@ -95,9 +101,12 @@ def available_bytes() -> int | None:
 
 def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, workers: int = 1,
          backend: str = "cpu", n_eval: int = 0, parts: int | None = None, names: bool = True,
-         adversarial: int = 0) -> Plan:
+         adversarial: int = 0, gpus: str | None = None, gpu_placement: str = "auto", batch: int = 1000,
+         neg_chunk: int = 200, neg: int = 200) -> Plan:
     """The memory plan of one training run (then evaluation) with these sizes. ``adversarial``: the
-    number of sensitive relations of a ``--debias-method adversarial`` run (0: none)."""
+    number of sensitive relations of a ``--debias-method adversarial`` run (0: none). For
+    ``backend="gpu"``, ``gpus`` (``--gpus``) names the devices, each planned against its free memory
+    under ``gpu_placement`` with the step's ``batch``, ``neg_chunk`` and ``neg``."""
     sf = get_model(model)
     if adversarial:
         workers = 1  # the adversarial baseline trains in this process (kgnum.train ignores --workers)
@@ -129,6 +138,16 @@ def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, 
         p.add("snapshot gathered for validation and the final model", tables, "this process", "train")
     elif backend == "gpu":
         p.add("gpu engine: host buffers (not planned in detail yet)", 0, "this process", "train")
+        from .gpu.devices import open_devices
+        from .gpu.engine import placement_bytes, resolve_placement
+
+        devices = open_devices(gpus)  # the engine's one-line error without CuPy or a device
+        device_need, host_need = placement_bytes(model, n_entities, n_relations, dim, sf.relation_dim(dim),
+                                                 batch, neg_chunk, neg)
+        placement = resolve_placement(gpu_placement, len(devices), device_need, devices[0].free_bytes())
+        for d in devices:
+            p.devices.append((d.name, placement, device_need if placement == "device" else host_need,
+                              d.free_bytes()))
     if adversarial:  # the model is the [a] view; each snapshot also holds one [s] view per relation and
         # the raw table (the engine state a resume continues from)
         p.add("adversarial baseline: PyTorch", TORCH_BYTES, "this process", "train")
@@ -156,4 +175,10 @@ def plan_for(kg, cfg) -> Plan:
     # a LocalCluster of --local-cluster processes when given (the cluster engine starts that many)
     workers = int(cfg.local_cluster) if cfg.backend == "dask" and cfg.local_cluster else cfg.workers
     return plan(kg.n_entities, kg.n_relations, kg.train.shape[0], cfg.model, cfg.dim, workers, cfg.backend,
-                n_eval, cfg.parts, adversarial=adversarial)
+                n_eval, cfg.parts, adversarial=adversarial, **gpu_options(cfg))
+
+
+def gpu_options(cfg) -> dict:
+    """The ``plan`` arguments a ``--backend gpu`` run's devices are planned with."""
+    return dict(gpus=cfg.gpus, gpu_placement=cfg.gpu_placement, batch=cfg.batch, neg_chunk=cfg.neg_chunk,
+                neg=cfg.neg)

@@ -300,6 +300,19 @@ def test_unseen_skip_drops_and_logs(tmp_path, cache, caplog):
     assert load_dataset(folder, unseen="skip", cache_dir=cache).dropped_unseen == {"valid": 2, "test": 1}
 
 
+def test_unseen_skip_logs_the_drop_count_when_the_graph_comes_from_the_cache(tmp_path, cache, caplog):
+    """README: "--unseen skip drops such triples and logs the count"; the second run of the same
+    command loads the parsed graph from the cache, and said nothing of the triples it dropped."""
+    folder = write_split_files(tmp_path / "unseen", {"train": TRAIN, "valid": VALID + [("zed", "knows", "bob")],
+                                                     "test": TEST})
+    load_dataset(folder, unseen="skip", cache_dir=cache)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kgnum"):
+        assert load_dataset(folder, unseen="skip", cache_dir=cache).dropped_unseen == {"valid": 1}
+    assert any(f"1 of {len(VALID) + 1} valid" in r.getMessage() and "--unseen skip" in r.getMessage()
+               for r in caplog.records if r.name == "kgnum"), caplog.records
+
+
 def test_unseen_keep_appends_ids(tmp_path, cache):
     folder = write_split_files(tmp_path / "keep", {
         "train": TRAIN, "valid": [("zed", "knows", "bob")], "test": [("bob", "hates", "zed"), ("yo", "likes", "a2")]})

@@ -369,6 +369,31 @@ def test_per_relation_metrics_add_up_to_the_pooled_ones(small_kg):
     assert all(0 < r["head"]["mrr"] <= 1 and 0 < r["tail"]["mrr"] <= 1 for r in rows)
 
 
+def test_cli_per_relation_table_shows_mrr_and_hits_at_10_per_side(small_kg, tmp_path, capsys, write_tsv):
+    """Issue 14: ``kgnum eval --per-relation``: MRR and Hits@10 per relation and per side (head /
+    tail), with the triple count of each, as a table and in the JSON."""
+    import json
+
+    import kgnum
+    from kgnum.cli import main
+
+    emb = kgnum.train(small_kg, "TransE_l2", max_steps=50, dim=16, workers=1, progress=False)
+    emb.save(str(tmp_path / "model"))
+    folder = write_tsv(small_kg, tmp_path / "graph")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--load", str(tmp_path / "model"), "--data-path", str(folder), "--per-relation",
+                 "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("relation"))
+    assert header.split()[1:] == ["triples", "MRR", "H@10", "head", "MRR", "tail", "MRR", "head", "H@10",
+                                  "tail", "H@10"]
+    rows = json.loads(out.read_text())["per_relation"]
+    first = next(line for line in lines if line.startswith(rows[0]["name"] + " ")).split()
+    assert int(first[1]) == rows[0]["triples"]
+    assert [float(x) for x in first[-2:]] == pytest.approx([rows[0]["head"]["hits@10"], rows[0]["tail"]["hits@10"]],
+                                                           abs=5e-4)
+
+
 def test_topk_rows_matches_a_full_sort_and_skips_excluded():
     from kgnum.kernels.ranking import topk_rows
 

@@ -113,3 +113,24 @@ def test_plan_counts_the_projected_entity_table_a_pair_model_evaluates_with():
     transr, transe = plan(n, 10, 1_000_000, "TransR", dim), plan(n, 10, 1_000_000, "TransE_l2", dim)
     relations = 10 * (4 * (dim + dim * dim) - 4 * dim)  # TransR's wider relation rows
     assert transr.during("eval") - transe.during("eval") >= n * dim * 4 + relations
+
+
+def test_cli_plan_for_the_gpu_backend_plans_each_device_against_its_free_memory(tmp_path, capsys, small_kg,
+                                                                               write_tsv):
+    """Issue 14: the plan says what the machine has free "per device for --backend gpu" (here two
+    devices emulated with NumPy: their free memory is the host's)."""
+    folder = write_tsv(small_kg, tmp_path / "graph")
+    out = tmp_path / "plan.json"
+    assert main(["plan", "--data-path", str(folder), "--dim", "16", "--backend", "gpu", "--gpus", "numpy:2",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "on device numpy:0 (placement host)" in text and "on device numpy:1 (placement host)" in text
+    devices = json.loads(out.read_text())["per_device"]
+    assert [d["device"] for d in devices] == ["numpy:0", "numpy:1"]
+    assert all(0 < d["bytes"] < d["free_bytes"] and d["placement"] == "host" for d in devices)
+    # one device that holds everything: auto means device, which holds the tables too
+    assert main(["plan", "--data-path", str(folder), "--dim", "16", "--backend", "gpu", "--gpus", "numpy:1",
+                 "--json", str(out)]) == 0
+    (one,) = json.loads(out.read_text())["per_device"]
+    assert one["placement"] == "device" and one["bytes"] > small_kg.n_entities * 16 * 4
+    assert "on device numpy:0 (placement device)" in capsys.readouterr().out

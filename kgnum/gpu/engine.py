@@ -48,6 +48,32 @@ HEADROOM = 1.3  # auto placement: device when the tables and buffers times this 
 POLL_SECONDS = 0.05
 
 
+def step_bytes(model: str, dim: int, relation_dim: int, batch: int, neg_chunk: int, neg: int) -> int:
+    """Device memory of one step's arrays (rows, scores, gradients, temporaries)."""
+    c = min(neg_chunk, batch)
+    B = max(1, batch // c)
+    rows = B * (2 * c * dim + c * relation_dim + neg * dim)
+    scores = B * c * neg
+    wide = B * c * neg * dim if model in ("RotatE", "TransE_l1", "TransR") else 0
+    return 4 * (4 * rows + 6 * scores + 2 * wide)
+
+
+def placement_bytes(model: str, n_entities: int, n_relations: int, dim: int, relation_dim: int, batch: int,
+                    neg_chunk: int, neg: int) -> tuple[int, int]:
+    """(placement ``device``: the tables, their Adagrad state and one step's buffers on the one
+    device; placement ``host``: what each device holds, two steps' buffers and the relations)."""
+    step = step_bytes(model, dim, relation_dim, batch, neg_chunk, neg)
+    tables = 4 * (n_entities * (dim + 1) + n_relations * (relation_dim + 1))
+    return tables + step, max(2 * step + 4 * (relation_dim + 1) * n_relations, 1)
+
+
+def resolve_placement(requested: str, n_devices: int, device_need: int, free: int) -> str:
+    """The placement ``auto`` stands for: ``device`` when one device holds everything with headroom."""
+    if requested != "auto":
+        return requested
+    return "device" if n_devices == 1 and device_need * HEADROOM <= free else "host"
+
+
 @numba.njit(nogil=True, cache=True)
 def _host_adagrad(table, state, rows, grads, lr):
     """Row-wise Adagrad on the host table, without the GIL (updaters run beside device threads)."""
@@ -200,20 +226,10 @@ class GpuEngine:
     def _relation_bytes(self) -> int:
         return 4 * (self.job.tables.relation.shape[1] + 1)
 
-    def _batch_bytes(self) -> int:
-        """Device memory of one step's arrays (rows, scores, gradients, temporaries)."""
-        t, p = self.job.tables, self.job.params
-        d, dr = t.entity.shape[1], t.relation.shape[1]
-        B, c, k = self.chunks, self.chunk, p.neg
-        rows = B * (2 * c * d + c * dr + k * d)
-        scores = B * c * k
-        wide = B * c * k * d if self.job.model in ("RotatE", "TransE_l1", "TransR") else 0
-        return 4 * (4 * rows + 6 * scores + 2 * wide)
-
     def _choose_placement(self) -> str:
-        t = self.job.tables
-        tables = 4 * (t.entity.size + t.entity_state.size + t.relation.size + t.relation_state.size)
-        need = tables + self._batch_bytes()
+        t, p = self.job.tables, self.job.params
+        need, host_need = placement_bytes(self.job.model, t.entity.shape[0], t.relation.shape[0], t.entity.shape[1],
+                                          t.relation.shape[1], p.batch, p.neg_chunk, p.neg)
         free = self.devices[0].free_bytes()
         if self.requested == "device":
             if len(self.devices) > 1:
@@ -224,11 +240,10 @@ class GpuEngine:
                                  f"{need / 2**30:.2f} GiB on {self.devices[0].name}, which has "
                                  f"{free / 2**30:.2f} GiB free; use --gpu-placement host")
             return "device"
-        if self.requested == "auto" and len(self.devices) == 1 and need * HEADROOM <= free:
+        if resolve_placement(self.requested, len(self.devices), need, free) == "device":
             log.info("gpu placement device: tables and buffers (%.2f GiB) fit on %s (%.2f GiB free)",
                      need / 2**30, self.devices[0].name, free / 2**30)
             return "device"
-        host_need = max(self._batch_bytes() * 2 + self._relation_bytes() * t.relation.shape[0], 1)
         for d in self.devices:
             if host_need > d.free_bytes():
                 raise ValueError(f"--gpu-placement host: a step's buffers and the relations need "
