@@ -465,8 +465,8 @@ def _load_kg(args):
             ent, rel, *paths = paths
             return load_files(*paths, entities=ent, relations=rel, **opts)
         return load_files(*paths[:3], **opts)
-    if args.dataset:
-        return load_dataset(args.dataset, **opts)
+    if args.dataset:  # a name first: a folder of that name here (a saved model) is not the dataset
+        return load_dataset(args.dataset, names_first=True, **opts)
     if args.data_path:
         if not os.path.isdir(os.path.expanduser(args.data_path)):  # a folder, not a dataset name
             raise KGDataError(f"--data-path {args.data_path}: not a directory (--dataset NAME for a dataset "

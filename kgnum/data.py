@@ -269,7 +269,7 @@ def _index_of(names: np.ndarray, what: str) -> dict:
 
 def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | None = None,
                  delimiter: str = "\t", duplicates: str = "keep", data_dir: str | None = None,
-                 cache_dir: str | None = None) -> KnowledgeGraph:
+                 cache_dir: str | None = None, names_first: bool = False) -> KnowledgeGraph:
     """Load a knowledge graph by name or folder.
 
     Resolution order:
@@ -278,6 +278,9 @@ def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | 
       3. A folder under ``data_dir`` (default ``$KGNUM_DATA_DIR``) whose name matches
          case-insensitively (``"FB15k-237"`` finds ``fb15k-237/``); else, for the public
          benchmarks in :data:`DATASET_URLS`, a previous download in the cache or a new one.
+    ``names_first`` (the CLI's ``--dataset``): 3's folder under ``data_dir`` comes before 2, so
+    that a folder of the same name in the working directory (a saved model ``umls/``) is not taken
+    for the dataset.
 
     Args:
         name_or_path: dataset name or folder path.
@@ -310,20 +313,21 @@ def load_dataset(name_or_path: str, *, format: str | None = None, unseen: str | 
     """
     text_name = _text_path(name_or_path, "name_or_path", "a dataset name or folder path")
     public = _public_name(text_name)
+    path = os.path.expanduser(text_name)
+    data_root = data_dir if data_dir is not None else os.environ.get("KGNUM_DATA_DIR")
+    folder = _find_named_folder(data_root, text_name) if names_first else None
     if unseen is None:
-        unseen = "keep" if public is not None and not os.path.isdir(os.path.expanduser(text_name)) else "error"
+        unseen = "keep" if public is not None and (folder is not None or not os.path.isdir(path)) else "error"
     spec = _spec(format, unseen, delimiter, duplicates)
 
     if text_name.lower() == "synthetic":
         return synthetic()
 
-    path = os.path.expanduser(text_name)
-    if os.path.isdir(path):
+    if folder is None and os.path.isdir(path):
         full = os.path.abspath(path)
         return _load_folder(full, os.path.basename(full.rstrip(os.sep)) or full, spec, cache_dir)
 
-    data_root = data_dir if data_dir is not None else os.environ.get("KGNUM_DATA_DIR")
-    folder = _find_named_folder(data_root, text_name)
+    folder = folder or _find_named_folder(data_root, text_name)
     if folder is not None:
         return _load_folder(folder, public or os.path.basename(folder), spec, cache_dir)
     if public is not None:

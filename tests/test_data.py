@@ -532,3 +532,30 @@ def test_synthetic_small_and_bad_arguments():
         synthetic(noise=-1.0)
     with pytest.raises(KGDataError, match=r"n_train: .* only .* distinct"):
         synthetic(n_entities=10, n_relations=1, n_train=100, n_valid=0, n_test=0)
+
+
+def test_dataset_by_name_is_the_named_one_even_beside_a_folder_of_that_name(tmp_path, monkeypatch, capsys):
+    """--dataset NAME is the dataset under $KGNUM_DATA_DIR (README), also when the working directory
+    holds a folder of that name (a saved model `umls/`, a download): that folder was read as the
+    dataset. A path that names no dataset still loads as a folder."""
+    from kgnum.cli import main
+
+    data = tmp_path / "data" / "tiny"
+    data.mkdir(parents=True)
+    (data / "train.txt").write_text("a\tr\tb\nb\tr\tc\n")
+    (data / "valid.txt").write_text("a\tr\tc\n")
+    (data / "test.txt").write_text("b\tr\ta\n")
+    here = tmp_path / "here"
+    (here / "tiny").mkdir(parents=True)
+    (here / "tiny" / "config.json").write_text("{}")  # a saved model's folder, no train.txt
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("KGNUM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["train", "--dataset", "tiny", "--dim", "4", "--max-steps", "2", "--no-progress",
+                 "--eval-split", "none", "--workers", "1"]) == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (other / name).write_text((data / name).read_text())
+    assert main(["train", "--dataset", str(other), "--dim", "4", "--max-steps", "2", "--no-progress",
+                 "--eval-split", "none", "--workers", "1"]) == 0
