@@ -635,25 +635,24 @@ def cmd_bias(args) -> int:
     names = read_display_names(names_file) if names_file else {}
     report = {"model": emb.model, "dim": emb.dim, "view": args.view, "difference_in_scores": {}, "probe": {},
               "person_side": {}}
+    sensitive = {rel: sensitive_relation(kg, rel, sides.get(rel), args.top_m) for rel in relations}
+    # B_p first: a bad --values or --target is refused before the probes' training, not after it
+    if bool(args.values) != bool(args.target):
+        raise ValueError("--values and --target go together (B_p needs both)")
+    values = args.values.split(",") if args.values else []
+    if args.values and len(values) != 2:
+        raise ValueError(f"--values {args.values}: expected two values A,B")
+    result = target_bias(emb, kg, sensitive[relations[0]], values[0], values[1], args.target, args.alpha,
+                         args.min_persons) if values else None
     print(f"{'sensitive relation':40s} {'side':>5s} {'D':>8s} {'probe':>7s} {'majority':>9s}")
-    sensitive = {}
-    for rel in relations:
-        s = sensitive_relation(kg, rel, sides.get(rel), args.top_m)
-        sensitive[rel] = s
+    for rel, s in sensitive.items():
         d = difference_in_scores(emb, s)
         pr = probe(emb, s, args.seed)
         report["difference_in_scores"][rel] = d
         report["probe"][rel] = pr
         report["person_side"][rel] = s.person_side
         print(f"{rel[-40:]:40s} {s.person_side:>5s} {d:8.3f} {pr['accuracy']:7.3f} {pr['majority']:9.3f}")
-    if bool(args.values) != bool(args.target):
-        raise ValueError("--values and --target go together (B_p needs both)")
-    if args.values:
-        values = args.values.split(",")
-        if len(values) != 2:
-            raise ValueError(f"--values {args.values}: expected two values A,B")
-        result = target_bias(emb, kg, sensitive[relations[0]], values[0], values[1], args.target, args.alpha,
-                             args.min_persons)
+    if result is not None:
         for row in result["targets"]:
             row["name"] = names.get(row["entity"], row["entity"])
         report["targets"] = result.pop("targets")

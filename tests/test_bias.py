@@ -247,6 +247,27 @@ def test_bad_input_is_one_line_naming_it(kg, trained, tmp_path, flags, words, ca
     assert len(err.splitlines()) == 1 and words in err, err
 
 
+@pytest.mark.parametrize("flags", [["--values", "male,prof_m0", "--target", "profession"],
+                                   ["--values", "male,female", "--target", "nope"],
+                                   ["--values", "male,female"]])
+def test_bad_values_or_target_are_refused_before_the_probes_train(kg, trained, tmp_path, flags, capsys, monkeypatch,
+                                                                 write_tsv):
+    """A misspelt --values or --target is refused before the difference in scores and the probes
+    (an MLP per relation: the slow part on a big graph) are computed, not after them."""
+    import kgnum.bias.measure as measure
+
+    def no_probe(*a, **k):
+        raise AssertionError("the probe ran before the bad flag was refused")
+
+    monkeypatch.setattr(measure, "probe", no_probe)
+    _, path = trained
+    data = write_tsv(kg, tmp_path / "planted")
+    monkeypatch.setenv("KGNUM_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["bias", "measure", "--load", str(path), "--data-path", str(data), "--sensitive", "gender",
+                 "--json", str(tmp_path / "x.json"), *flags]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+
+
 def test_a_relation_with_one_value_is_refused(kg):
     one = kgnum.KnowledgeGraph("one", kg.train[kg.train[:, 2] != kg.entity_id("female")], kg.valid[:0],
                                kg.test[:0], kg.entity_names, kg.relation_names)
