@@ -1035,6 +1035,9 @@ def _run_command(args, started: float) -> int:
                 "export-dglke": cmd_export_dglke,
                 "eval": cmd_eval, "predict": cmd_predict,
                 "similar": cmd_similar, "export": cmd_export}[args.command](args)
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
     except (ValueError, OSError, RuntimeError, FloatingPointError, MemoryError) as e:
         # KGDataError is a ValueError: input problems are one clear line, not a traceback; an OSError
         # (a path that cannot be read or written) says which path

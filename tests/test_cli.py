@@ -431,3 +431,16 @@ def test_workers_auto_in_a_config_file_and_the_api_means_every_core(tmp_path):
     assert main(["train", "--dataset", "synthetic", "--config", str(config), "--max-steps", "5", "--no-progress",
                  "--eval-split", "none", "--save", str(tmp_path / "m")]) == 0
     assert kgnum.load(str(tmp_path / "m")).config["workers"] == available_cores()
+
+
+def test_output_into_a_closed_pipe_stops_quietly():
+    """`kgnum ... | head` that stops reading: the command ends without an error line (it printed
+    'error: [Errno 32] Broken pipe' and exited 2, as for a real failure)."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "kgnum", "plan", "--entities", "100", "--relations", "5",
+                          "--edges", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and err.strip() == "", err
