@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--kind", choices=["entity", "relation", "all"],
                     help="tables to write (default: entity for word2vec, all for parquet; npy: the whole model)")
     xp.add_argument("--out", required=True, help="file to write (directory for npy)")
+    parser.commands = {**sub.choices, "bias": bsub.choices["measure"]}  # which parser reports a stray flag
     return parser
 
 
@@ -1021,7 +1022,10 @@ def _sigterm_interrupts():
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, stray = parser.parse_known_args(argv)
+    if stray:  # named by the command's own parser, with its usage (the top-level one shows only kgnum's)
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(stray)}")
     started = time.perf_counter()
     with _sigterm_interrupts():
         return _run_command(args, started)

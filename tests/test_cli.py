@@ -444,3 +444,13 @@ def test_output_into_a_closed_pipe_stops_quietly():
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141 and err.strip() == "", err
+
+
+def test_a_stray_flag_is_named_by_its_command_with_that_commands_usage(capsys):
+    """A misspelt flag is reported by the command it was given to, with that command's usage (the
+    top-level parser printed only 'usage: kgnum [-h] ...' and 'kgnum: error')."""
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--dataset", "synthetic", "--epohcs", "3"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "kgnum train: error: unrecognized arguments: --epohcs 3" in err, err
+    assert "usage: kgnum train" in err
