@@ -207,6 +207,26 @@ def test_a_saved_run_resumes_with_its_raw_table_filters_and_optimizers(kg, tmp_p
                 np.testing.assert_array_equal(restored[key], value, err_msg=key)
 
 
+def test_a_resume_whose_graph_orders_the_values_otherwise_is_refused(kg, tmp_path):
+    """A discriminator's outputs stand for the top values by position. On a graph where another
+    value of the relation comes first (here women outnumber men), resuming would train each output
+    toward the other value, silently: it is refused, naming the relation."""
+    from kgnum.data import KnowledgeGraph
+
+    out = tmp_path / "model"
+    opts = {**OPTS, "epochs": 2, "debias": SENSITIVE, "debias_method": "adversarial"}
+    kgnum.train(kg, "TransE_l2", save=str(out), **opts)
+    gender, male = kg.relation_id("gender"), kg.entity_id("male")
+    men = np.flatnonzero((kg.train[:, 1] == gender) & (kg.train[:, 2] == male))
+    women = int(((kg.train[:, 1] == gender) & (kg.train[:, 2] == kg.entity_id("female"))).sum())
+    train = np.delete(kg.train, men[:men.size - women + 10], axis=0)  # 10 fewer men than women
+    flipped = KnowledgeGraph(kg.name, train, kg.valid, kg.test, kg.entity_names, kg.relation_names,
+                             dict(kg.dropped_unseen), kg.source, dict(kg.duplicates))
+    with pytest.raises(ValueError, match="--debias gender: the saved discriminator's classes are male, female"):
+        kgnum.train(flipped, init=kgnum.load(str(out)), **{**opts, "epochs": 1})
+    kgnum.train(kg, init=kgnum.load(str(out)), **{**opts, "epochs": 1})  # its own graph resumes
+
+
 def test_a_worse_resumed_leg_keeps_the_loaded_views_with_the_loaded_tables(kg, tmp_path, capsys, write_tsv):
     """A resumed leg that only validates worse returns the loaded tables (the first leg's best); the
     [s] views of that snapshot come back with them, so the saved model still has them."""

@@ -347,6 +347,8 @@ class AdversarialEngine:
         """What a resumed run needs beyond the saved [a] view: the raw table the filters map,
         the filters, the discriminators and both optimizers, as named arrays."""
         out = {STATE_RAW: self.tables.entity.copy()}
+        for k, a in enumerate(self.attributes):  # what each discriminator's outputs stand for, by name
+            out[f"{STATE}/classes/{k}"] = np.array(a.classes, dtype=str)
         for prefix, module in (("filters", self.filters), ("discriminators", self.discriminators)):
             out.update({f"{STATE}/{prefix}/{k}": v.detach().numpy().copy() for k, v in module.state_dict().items()})
         for prefix, opt in (("filter_opt", self.filter_opt), ("disc_opt", self.disc_opt)):
@@ -364,6 +366,15 @@ class AdversarialEngine:
         if raw.shape != self.tables.entity.shape:
             raise ValueError(f"the saved adversarial state holds a {raw.shape[0]} x {raw.shape[1]} raw table, "
                              f"this run's table is {self.tables.entity.shape[0]} x {self.tables.entity.shape[1]}")
+        for k, a in enumerate(self.attributes):
+            saved = state.get(f"{STATE}/classes/{k}")
+            if saved is not None and [str(c) for c in saved] != list(a.classes):
+                def show(names):
+                    return ", ".join(str(c) for c in names[:4]) + (", ..." if len(names) > 4 else "")
+
+                raise ValueError(f"--debias {a.name}: the saved discriminator's classes are {show(saved)} (in that "
+                                 f"order), this graph's top values {show(a.classes)}: resume on the graph it was "
+                                 f"trained on")
         for prefix, module in (("filters", self.filters), ("discriminators", self.discriminators)):
             own = module.state_dict()
             saved = {k: state.get(f"{STATE}/{prefix}/{k}") for k in own}
