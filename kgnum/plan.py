@@ -15,9 +15,9 @@ graph. ``kgnum train`` runs the same check and refuses a run that does not fit u
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
+from .config import available_bytes
 from .kernels.registry import get_model
 
 MiB = 1024 ** 2
@@ -82,21 +82,6 @@ class Plan:
 def format_bytes(n: int) -> str:
     """``n`` bytes as MiB or GiB."""
     return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / MiB:.1f} MiB"
-
-
-def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else physical pages free, else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, workers: int = 1,

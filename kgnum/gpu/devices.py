@@ -26,7 +26,7 @@ class Device:
 
     def free_bytes(self) -> int:
         if self.emulated:
-            from ..plan import available_bytes
+            from ..config import available_bytes
 
             return available_bytes() or 0
         with self.use():
