@@ -104,7 +104,7 @@ def grown(init: Embeddings, kg: KnowledgeGraph, cfg: TrainConfig) -> Embeddings:
                  "kept as the best so far", init.n_entities - int(attribute_rows(init.entity_names).sum()))
     sf = get_model(init.model)
     ent, rel = sf.init_tables(len(new_e), len(new_r), init.dim, cfg.gamma, cfg.seed + 1)
-    log.info("the dataset adds %d entities and %d relation(s) to the saved model: new rows appended, "
+    log.info("the dataset adds %d entities and %d relations to the saved model: new rows appended, "
              "the %d old entities and %d relations keep theirs", len(new_e), len(new_r), init.n_entities,
              init.relation.shape[0])
     out = Embeddings(sf.name, np.concatenate([init.entity, ent]), np.concatenate([init.relation, rel]),
