@@ -371,15 +371,15 @@ def _gamma_at_the_runs_dim(values: dict, explicit: set, sources: list, model: st
     flag, source = next(((f, src) for f, src in sources if "gamma" in src), (None, None))
     if source is None or "dim" not in source or source["dim"] == values["dim"]:
         return
+    from .config import gamma_at_dim
     from .kernels.registry import get_model
-    from .kernels.score import PRODUCT_METRICS
 
     try:
-        product = get_model(model).metric in PRODUCT_METRICS
+        sf = get_model(model)
     except (KeyError, ValueError):  # an unknown model: its own error comes later, naming --model
         return
-    if product:
-        gamma = (float(source["gamma"]) + 2.0) * values["dim"] / float(source["dim"]) - 2.0
+    gamma = gamma_at_dim(sf, float(source["gamma"]), float(source["dim"]), values["dim"])
+    if gamma != float(source["gamma"]):
         log.info("--gamma %g: %s's %g at dim %d kept at --dim %d as the same initial scale", gamma, flag,
                  float(source["gamma"]), int(source["dim"]), int(values["dim"]))
         values["gamma"] = gamma

@@ -279,17 +279,22 @@ def model_default(model: str, name: str):
 
 
 def default_gamma(sf, dim: int) -> float:
-    """Model ``sf``'s default gamma at ``dim``. A product score has no margin: gamma only sets the
-    initial scale (gamma + 2) / dim, and the default keeps the scale of its value at the default
-    dim at every dim (143 at dim 400 would saturate the scores at dim 100: bench/RESULTS.md,
-    "The initial scale of bilinear models at other dims")."""
+    """Model ``sf``'s default gamma at ``dim``: its registry value, set for its default dim, at
+    ``dim`` (``gamma_at_dim``)."""
+    return gamma_at_dim(sf, float(sf.defaults.get("gamma", _FALLBACK["gamma"])),
+                        sf.defaults.get("dim", _FALLBACK["dim"]), dim)
+
+
+def gamma_at_dim(sf, gamma: float, from_dim: int, dim: int) -> float:
+    """``gamma``, chosen for ``from_dim``, at ``dim``. A product score has no margin: gamma only sets
+    the initial scale (gamma + 2) / dim, which is kept (143 at dim 400 would saturate the scores at
+    dim 100: bench/RESULTS.md, "The initial scale of bilinear models at other dims"); a distance
+    model's margin stays as it is."""
     from .kernels.score import PRODUCT_METRICS
 
-    gamma = float(sf.defaults.get("gamma", _FALLBACK["gamma"]))
     if sf.metric not in PRODUCT_METRICS:
         return gamma
-    base_dim = sf.defaults.get("dim", _FALLBACK["dim"])
-    return (gamma + 2.0) * dim / base_dim - 2.0
+    return (gamma + 2.0) * dim / from_dim - 2.0
 
 
 def model_defaults_table() -> str:
