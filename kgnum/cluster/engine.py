@@ -127,7 +127,7 @@ class DaskEngine:
                            t.relation[rel], t.relation_state[rel])
             futures = [self._on(p, store.create, self.specs[p], self.client.scatter(t.entity[self.specs[p].own],
                                                                                     workers=[self.addr[p]]),
-                                t.entity_state[self.specs[p].own], t.relation, t.relation_state, 0)
+                                t.entity_state[self.specs[p].own], t.relation, t.relation_state)
                        for p in range(P)]
             try:
                 requests = self._wait(futures, timeout=START_TIMEOUT)

@@ -117,8 +117,7 @@ class Response(NamedTuple):
 
 
 class PartStore:
-    def __init__(self, spec: PartSpec, own_rows, own_state, relation, relation_state, step: int = 0,
-                 part_steps: int = 0):
+    def __init__(self, spec: PartSpec, own_rows, own_state, relation, relation_state, part_steps: int = 0):
         _keep_freed_memory()
         self.spec = spec
         p = spec.part
@@ -172,7 +171,6 @@ class PartStore:
         self.pos = self.edges.shape[0]
         self.chunk_index = 0
         self.rounds = 0
-        self.step = step  # global step count at the last checkpoint (reported in a recovery)
         self.part_steps = part_steps  # steps this part has trained in this leg (its rows hold them)
         self.trained_until = None
         self.wants = collections.deque()  # (pool ids, local rows per part) of each install asked for
@@ -323,7 +321,6 @@ class PartStore:
 
     def checkpoint(self, step: int) -> None:
         write_part(self.spec.checkpoint_dir, self.spec.part, step, *self.rows(), part_steps=self.part_steps)
-        self.step = step
 
 
 def _sum_by_id(gids, rows, state):
@@ -348,10 +345,10 @@ def _store(run_id: str, part: int) -> PartStore:
         raise PartLost(f"part {part} of run {run_id} is not on worker pid {os.getpid()}") from None
 
 
-def create(spec: PartSpec, own_rows, own_state, relation, relation_state, step: int = 0) -> list:
+def create(spec: PartSpec, own_rows, own_state, relation, relation_state) -> list:
     """Install part ``spec.part`` on this worker (compiling the step; its first checkpoint is the
     driver's); return its requests for the first two installs."""
-    store = PartStore(spec, own_rows, own_state, relation, relation_state, step)
+    store = PartStore(spec, own_rows, own_state, relation, relation_state)
     _STORES[(spec.run_id, spec.part)] = store
     return [store.requests(), store.requests()]
 
@@ -365,7 +362,7 @@ def restore(spec: PartSpec) -> list:
     relation_state = np.zeros(spec.relation_owner.shape[0], np.float32)
     relation[saved["rel_ids"]] = saved["rel_rows"]
     relation_state[saved["rel_ids"]] = saved["rel_state"]
-    store = PartStore(spec, saved["rows"], saved["state"], relation, relation_state, int(saved["step"]),
+    store = PartStore(spec, saved["rows"], saved["state"], relation, relation_state,
                       int(saved.get("part_steps", 0)))
     _STORES[(spec.run_id, spec.part)] = store
     return [store.requests(), store.requests()]
