@@ -122,7 +122,6 @@ def plan(n_entities: int, n_relations: int, n_edges: int, model: str, dim: int, 
               "worker processes", "train")
         p.add("snapshot gathered for validation and the final model", tables, "this process", "train")
     elif backend == "gpu":
-        p.add("gpu engine: host buffers (not planned in detail yet)", 0, "this process", "train")
         from .gpu.devices import open_devices
         from .gpu.engine import placement_bytes, resolve_placement
 
