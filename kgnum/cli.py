@@ -494,6 +494,23 @@ def _print_metrics(split: str, metrics: dict) -> None:
         print(f"{name:8s}{m['mrr']:8.4f}{m['mr']:10.1f}{m['hits@1']:9.4f}{m['hits@3']:9.4f}{m['hits@10']:9.4f}")
 
 
+def _view_metrics(emb, kg, split: str, excluded: list[str]) -> dict:
+    """The adversarial baseline's "[s] REL" views (each relation's filter alone), evaluated as the
+    model itself (its [a] view) is: {view: metrics}; empty for a model without views."""
+    import kgnum
+
+    return {name: kgnum.evaluate(emb.view(name), kg, split, exclude_relations=excluded)
+            for name in sorted(emb.views)}
+
+
+def _print_views(split: str, metrics: dict, views: dict) -> None:
+    print(f"\n{split} by view ([a]: every filter, the model itself; [s] REL: that relation's filter alone)")
+    width = max(len(name) for name in ["[a]", *views])
+    print(f"{'view':{width}s}{'MRR':>8s}{'MR':>10s}{'Hits@1':>9s}{'Hits@3':>9s}{'Hits@10':>9s}")
+    for name, m in (("[a]", metrics), *views.items()):
+        print(f"{name:{width}s}{m['mrr']:8.4f}{m['mr']:10.1f}{m['hits@1']:9.4f}{m['hits@3']:9.4f}{m['hits@10']:9.4f}")
+
+
 def _model_exclusions(emb) -> list[str]:
     """The relations a saved model's own evaluation leaves out (its --debias, --eval-exclude-relations)."""
     return TrainConfig(**{k: emb.config[k] for k in _CONFIG_FLAGS if k in emb.config}).excluded_relations()
@@ -545,8 +562,12 @@ def cmd_train(args) -> int:
             log.info("%s metrics of the best tables, step %d", args.eval_split, stats["best_step"])
         _print_metrics(args.eval_split, metrics)
         payload[args.eval_split] = _public_metrics(metrics)
-        payload["eval_seconds"] = metrics["eval_seconds"]
-        print(f"evaluated in {metrics['eval_seconds']:.1f} s")
+        views = _view_metrics(emb, kg, args.eval_split, excluded)
+        if views:
+            _print_views(args.eval_split, metrics, views)
+            payload["views"] = {name: _public_metrics(m) for name, m in (("[a]", metrics), *views.items())}
+        payload["eval_seconds"] = metrics["eval_seconds"] + sum(m["eval_seconds"] for m in views.values())
+        print(f"evaluated in {payload['eval_seconds']:.1f} s")
     if args.save:
         print(f"saved to {args.save}")
     payload["peak_rss_bytes"] = _peak_rss_bytes()
@@ -756,10 +777,16 @@ def cmd_eval(args) -> int:
             print(f"{row['name'][-50:]:50s} {row['triples']:8d} {row['mrr']:7.4f} {row['hits@10']:6.3f} "
                   f"{row['head']['mrr']:9.4f} {row['tail']['mrr']:9.4f} "
                   f"{row['head']['hits@10']:9.3f} {row['tail']['hits@10']:9.3f}")
-    print(f"evaluated in {metrics['eval_seconds']:.1f} s")
+    views = {} if args.view else _view_metrics(emb, kg, args.split, excluded)
+    if views:
+        _print_views(args.split, metrics, views)
+    seconds = metrics["eval_seconds"] + sum(m["eval_seconds"] for m in views.values())
+    print(f"evaluated in {seconds:.1f} s")
     if args.json:
         payload = {"model": emb.model, "dim": emb.dim, args.split: _public_metrics(metrics),
-                   "eval_seconds": metrics["eval_seconds"], "peak_rss_bytes": _peak_rss_bytes()}
+                   "eval_seconds": seconds, "peak_rss_bytes": _peak_rss_bytes()}
+        if views:
+            payload["views"] = {name: _public_metrics(m) for name, m in (("[a]", metrics), *views.items())}
         if args.per_relation:
             payload["per_relation"] = metrics["per_relation"]
         _write_json(args.json, payload)

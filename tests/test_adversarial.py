@@ -155,9 +155,20 @@ def test_cli_train_save_then_bias_measure(kg, tmp_path, capsys, write_tsv):
     out, js = tmp_path / "m", tmp_path / "bias.json"
     assert main(["train", "--data-path", str(data), "--model", "DistMult", "--dim", "16", "--max-steps", "30",
                  "--valid-every", "10", "--workers", "1", "--debias", SENSITIVE, "--debias-method", "adversarial",
-                 "--no-progress", "--save", str(out)]) == 0
+                 "--no-progress", "--save", str(out), "--json", str(tmp_path / "train.json")]) == 0
     emb = kgnum.load(str(out))
     assert emb.config["debias_method"] == "adversarial"
+    # the run reports [a] (the model) and every [s] view, each scored as kgnum.evaluate scores it; so does eval
+    printed = capsys.readouterr().out
+    assert "[s] gender" in printed and "[s] member_of" in printed
+    assert main(["eval", "--load", str(out), "--data-path", str(data), "--json", str(tmp_path / "eval.json")]) == 0
+    for name in ("train", "eval"):
+        views = json.loads((tmp_path / f"{name}.json").read_text())["views"]
+        assert set(views) == {"[a]", view_name("gender"), view_name("member_of")}
+        for view, m in views.items():
+            expected = kgnum.evaluate(emb.view(view), kg, exclude_relations=["gender", "member_of"])["mrr"]
+            assert m["mrr"] == pytest.approx(expected, rel=1e-6), (name, view)
+        assert views[view_name("gender")]["mrr"] != views["[a]"]["mrr"]
     assert set(emb.views) == {view_name("gender"), view_name("member_of")}
     np.testing.assert_allclose(emb.entity, (emb.views[view_name("gender")] + emb.views[view_name("member_of")]) / 2,
                                rtol=1e-5, atol=1e-6)
