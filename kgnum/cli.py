@@ -70,12 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    # the per-model defaults the configuration flags' help points to ("listed below")
+    defaults_epilog = ("each model's own defaults (the other flags' defaults are shared):\n"
+                       + model_defaults_table()
+                       + "\nWith no stopping rule, training runs until early stopping ends it, at most "
+                       f"{CAP_EPOCHS} epochs or {CAP_SECONDS:g} s.")
     t = sub.add_parser("train", help="train embeddings, then evaluate",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="each model's own defaults (the other flags' defaults are shared):\n"
-                              + model_defaults_table()
-                              + "\nWith no stopping rule, training runs until early stopping ends it, at most "
-                              f"{CAP_EPOCHS} epochs or {CAP_SECONDS:g} s.")
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=defaults_epilog)
     _data_args(t)
     t.add_argument("--preset", choices=sorted(PRESETS), help="tuned settings for a dataset; explicit flags "
                    "and --config win")
@@ -96,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", help="write the run's metrics to this JSON file")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    pl = sub.add_parser("plan", help="the memory a training run will need, against what this machine has")
+    pl = sub.add_parser("plan", help="the memory a training run will need, against what this machine has",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=defaults_epilog)
     _data_args(pl, required=False)
     pl.add_argument("--entities", type=_positive, help="number of entities (instead of a dataset)")
     pl.add_argument("--relations", type=_positive, help="number of relations (instead of a dataset)")

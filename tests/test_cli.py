@@ -83,6 +83,16 @@ def test_help_says_dim_counts_real_floats():
     assert "real floats" in proc.stdout and "200 complex" in proc.stdout.replace("\n", " ").replace("  ", " ")
 
 
+@pytest.mark.parametrize("command", ["train", "plan"])
+def test_help_lists_the_model_defaults_its_flags_point_to(command):
+    """--lr, --gamma, ... say "(default: the model's, listed below)": the list is there."""
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0 and "listed below" in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    for model in kgnum.model_names():
+        assert any(row[:2] == [model, "--dim"] for row in rows), model
+
+
 def test_preset_fills_defaults_and_flags_override():
     from kgnum.cli import _config_from_args, build_parser
 
