@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default 0)")
     tu.add_argument("--space", action="append", metavar="NAME=LOW:HIGH",
                     help="replace one range of the search space (repeatable): lr, gamma, adv-temp, reg-coef as "
-                         "LOW:HIGH (log scale), dim, neg, batch as choices A|B|C")
+                         "LOW:HIGH (log scale; a distance model's gamma, its margin, linear), dim, neg, batch "
+                         "as choices A|B|C")
     tu.add_argument("--out", required=True, help="directory for best.json, trials.tsv, study.json, journal.log")
 
     b = sub.add_parser("bias", help="measure social bias in a trained model")
