@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tables to write (default: entity for word2vec, all for parquet; npy: the whole model)")
     xp.add_argument("--out", required=True, help="file to write (directory for npy)")
     parser.commands = {**sub.choices, "bias": bsub.choices["measure"]}  # which parser reports a stray flag
+    for command in parser.commands.values():  # --verbose after the command too, where an error's hint is acted on
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback of an error")
     return parser
 
 

@@ -188,6 +188,17 @@ def test_version_verbose_and_nonsensical_values(capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv", [["eval", "--load", "/nonexistent/model", "--dataset", "synthetic"],
+                                  ["bias", "measure", "--load", "/nonexistent/model", "--dataset", "synthetic",
+                                   "--sensitive", "r0", "--json", "b.json"]])
+def test_verbose_after_the_command_prints_the_traceback(argv, capsys):
+    """An error's "(--verbose for details)" is acted on by adding --verbose to the command line."""
+    assert main([*argv, "--verbose"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_predict_never_passes_known_facts_off_as_predictions(tmp_path, capsys):
     import kgnum
 
